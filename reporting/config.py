@@ -1,0 +1,139 @@
+"""One frozen settings object, built at the entry point, never at import.
+
+Defaults are the methodology's (docs/methodology.md); each can be overridden by a
+`levtrack.toml` file, then by the `LEVTRACK_*` environment variables listed in
+`ENV_VARS`, then by command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Settings:
+    inbox: Path = Path("inbox")
+    reference: Path = Path("reference")
+    lake: Path = Path("lake")
+    archive: Path = Path("archive")
+
+    lookback: int = 250
+    """Returns in the VaR window, ending on the business date (contract 2.1)."""
+    backtest_days: int = 250
+    var_confidence: float = 0.99
+    es_confidence: float = 0.975
+    ewma_lambda: float = 0.94
+    horizon_days: int = 10
+    """The multi-day VaR horizon, scaled by sqrt(horizon_days)."""
+
+    cash_assets: tuple[str, ...] = ("USD", "USDT", "USDC", "DAI", "FDUSD", "TUSD", "PYUSD")
+    """USD and the stablecoins treated as cash: no price exposure."""
+
+    saccr_alpha: float = 1.4
+    saccr_supervisory_factor: float = 0.32
+    saccr_correlation: float = 0.50
+    saccr_min_maturity_days: int = 10
+    leverage_ratio_floor_pct: float = 3.0
+    crypto_exposure_limit_pct: float = 1.0
+    default_warn_at: float = 0.8
+
+    cascade_impact: float = 0.10
+    """Extra price move per unit of liquidated notional over open interest."""
+    cascade_max_rounds: int = 10
+
+    liquidation_search_max_up: float = 10.0
+    """Largest upward move (as a fraction) searched for a short book's liquidation."""
+
+    templates_dir: Path = PROJECT_ROOT / "templates"
+    expectations_dir: Path = PROJECT_ROOT / "expectations"
+
+    def check(self) -> "Settings":
+        if not 2 <= self.lookback <= 5000:
+            raise ConfigError(f"lookback must be between 2 and 5000 returns, got {self.lookback}")
+        for name in ("var_confidence", "es_confidence", "ewma_lambda"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ConfigError(
+                    f"{name} must be a fraction strictly between 0 and 1, got {value!r} "
+                    "(write 0.99, not 99)"
+                )
+        if self.backtest_days < 1:
+            raise ConfigError(f"backtest_days must be positive, got {self.backtest_days}")
+        return self
+
+    def parameters(self) -> dict[str, Any]:
+        """The settings that shape the numbers, for the manifest and the report."""
+        skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir"}
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in skip:
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+ENV_VARS: dict[str, str] = {
+    "LEVTRACK_INBOX": "inbox",
+    "LEVTRACK_REFERENCE": "reference",
+    "LEVTRACK_LAKE": "lake",
+    "LEVTRACK_ARCHIVE": "archive",
+    "LEVTRACK_LOOKBACK": "lookback",
+    "LEVTRACK_CASH_ASSETS": "cash_assets",
+}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "Path":
+            return Path(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            items = raw.split(",") if isinstance(raw, str) else raw
+            return tuple(str(i).strip() for i in items if str(i).strip())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
+    return raw
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings: defaults < config file < environment < explicit overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(environ["LEVTRACK_CONFIG"]) if "LEVTRACK_CONFIG" in environ else None)
+    if path is None and Path("levtrack.toml").is_file():
+        path = Path("levtrack.toml")
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        known = {f.name for f in fields(Settings)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown settings {unknown}")
+        values.update({k: _coerce(k, v) for k, v in data.items()})
+    for var, name in ENV_VARS.items():
+        if environ.get(var):
+            values[name] = _coerce(name, environ[var])
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = _coerce(k, v)
+    return replace(Settings(), **values).check()

@@ -1,0 +1,53 @@
+"""One error hierarchy. A limit breach is data, not an exception."""
+
+from __future__ import annotations
+
+
+class LevtrackError(Exception):
+    """Base of every error the job raises on purpose; the CLI maps it to an exit code."""
+
+    exit_code = 1
+
+
+class ConfigError(LevtrackError):
+    """A setting is missing or out of range."""
+
+    exit_code = 2
+
+
+class InputError(LevtrackError):
+    """A drop or reference file cannot be read as the contract says.
+
+    The message names the file, the row(s) and the rule, and what to do.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, file: str | None = None, rows: list[int] | None = None,
+                 rule: str | None = None):
+        super().__init__(message)
+        self.file = file
+        self.rows = rows or []
+        self.rule = rule
+
+
+class ValidationFailed(LevtrackError):
+    """A critical expectation failed: nothing is computed or published."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, failures: list[dict] | None = None):
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class ArchiveError(LevtrackError):
+    """The archive is missing, altered or inconsistent with its manifests."""
+
+    exit_code = 5
+
+
+class RunLockedError(LevtrackError):
+    """Another run holds the lock for this business date."""
+
+    exit_code = 6
