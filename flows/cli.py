@@ -1,0 +1,105 @@
+"""`levtrack`: run, demo and verify (data contract section 4).
+
+Exit status 0 on success; otherwise non-zero with the reason on stderr (first
+line), details after it. Prefect is configured here, before it is imported:
+local ephemeral mode, state under `.levtrack/prefect`, analytics off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from reporting.errors import LevtrackError
+
+
+def _prefect_environment(home: Path) -> None:
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date as YYYY-MM-DD: {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="levtrack", description="Daily leverage-ratio tracking and reporting.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daily flow for one business date")
+    run.add_argument("--date", type=_date, required=True, help="business date, YYYY-MM-DD")
+    for name in ("inbox", "reference", "lake", "archive"):
+        run.add_argument(f"--{name}", type=Path, help=f"{name} folder (default: config file or LEVTRACK_{name.upper()})")
+    run.add_argument("--lookback", type=int, help="VaR look-back in returns (default 250)")
+    run.add_argument("--config", type=Path, help="a levtrack.toml settings file")
+    demo = sub.add_parser("demo", help="write the bundled sample book and run the daily flow on it")
+    demo.add_argument("--dir", type=Path, default=Path("levtrack-demo"), help="where to put it (default ./levtrack-demo)")
+    verify = sub.add_parser("verify", help="check every archived report against its manifest")
+    verify.add_argument("--archive", type=Path, help="archive folder (default: config or LEVTRACK_ARCHIVE)")
+    verify.add_argument("--config", type=Path)
+    return p
+
+
+def _run_flow(settings, business_date: date) -> Path:
+    from flows.daily import daily_leverage_report
+
+    return daily_leverage_report(business_date=business_date, settings=settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _prefect_environment(Path(os.environ.get("LEVTRACK_HOME", ".levtrack")).resolve())
+    from reporting.config import load_settings
+
+    try:
+        if args.command == "run":
+            settings = load_settings(
+                {"inbox": args.inbox, "reference": args.reference, "lake": args.lake,
+                 "archive": args.archive, "lookback": args.lookback},
+                config_file=args.config,
+            )
+            run_dir = _run_flow(settings, args.date)
+            print(f"Reports for {args.date}: {run_dir}")
+            print(f"  summary: {run_dir / 'summary.pdf'}")
+            return 0
+        if args.command == "demo":
+            from reporting.sample import write_sample_book
+
+            root = args.dir.resolve()
+            book = write_sample_book(root)
+            settings = load_settings({"inbox": book.inbox, "reference": book.reference,
+                                      "lake": root / "lake", "archive": root / "archive"})
+            run_dir = _run_flow(settings, book.business_date)
+            print(f"Sample book for {book.business_date} written to {root}")
+            print(f"Reports: {run_dir}")
+            print(f"  summary: {run_dir / 'summary.pdf'} (and summary.html)")
+            print(f"  entity reports: {run_dir / 'entities'}")
+            return 0
+        if args.command == "verify":
+            from reporting.archive import verify_archive
+
+            settings = load_settings({"archive": args.archive}, config_file=args.config)
+            problems = verify_archive(settings.archive)
+            if problems:
+                print(f"levtrack verify: {len(problems)} problem(s) in {settings.archive}", file=sys.stderr)
+                for line in problems:
+                    print(f"  {line}", file=sys.stderr)
+                return 5
+            print(f"Archive {settings.archive}: every file matches its manifest")
+            return 0
+    except LevtrackError as exc:
+        print(f"levtrack {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

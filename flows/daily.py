@@ -1,0 +1,69 @@
+"""`daily_leverage_report`: ingest → validate → measures and limits → render → publish.
+
+Thin by design: each task calls one `reporting.daily` step. Retries are on I/O
+only (reading the drop); nothing reaches the lake or the archive before the last
+task, so a failed run leaves both as they were.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from reporting import daily
+from reporting.config import Settings
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry reads that failed for I/O reasons, never a drop that is simply bad."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="ingest", cache_policy=NO_CACHE, task_run_name="ingest-{business_date}", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
+def ingest(settings: Settings, business_date: date) -> daily.DailyInputs:
+    return daily.load_inputs(settings, business_date)
+
+
+@task(name="validate", cache_policy=NO_CACHE, task_run_name="validate-{inputs.business_date}")
+def validate(inputs: daily.DailyInputs, settings: Settings):
+    return daily.validate_inputs(inputs, settings)
+
+
+@task(name="measures-and-limits", cache_policy=NO_CACHE, task_run_name="measures-{inputs.business_date}")
+def measures(inputs: daily.DailyInputs, settings: Settings) -> daily.DailyResults:
+    return daily.compute(inputs, settings)
+
+
+@task(name="render", cache_policy=NO_CACHE, task_run_name="render-{report.business_date}")
+def render(report, settings: Settings) -> Path:
+    return daily.render(report, settings)
+
+
+@task(name="publish", cache_policy=NO_CACHE, task_run_name="publish-{inputs.business_date}")
+def publish(inputs, results, validation, staging: Path, settings: Settings, created_at: str) -> Path:
+    return daily.publish(inputs, results, validation, staging, settings, created_at)
+
+
+@flow(name="daily_leverage_report", flow_run_name="daily-leverage-{business_date}",
+      validate_parameters=False, log_prints=True)
+def daily_leverage_report(business_date: date, settings: Settings) -> Path:
+    """Run the daily leverage report for one business date; returns the archived run folder."""
+    logger = get_run_logger()
+    run_id, created_at = daily.new_run()
+    inputs = ingest(settings, business_date)
+    validation = validate(inputs, settings)
+    results = measures(inputs, settings)
+    report = daily.report_inputs(inputs, results, validation, settings, run_id, created_at)
+    staging = render(report, settings)
+    run_dir = publish(inputs, results, validation, staging, settings, created_at)
+    logger.info("Reports for %s archived in %s", business_date, run_dir)
+    return run_dir

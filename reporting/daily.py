@@ -1,0 +1,183 @@
+"""The daily job's steps as plain functions: load, validate, measure, render, publish.
+
+The Prefect flow (flows/daily.py) calls these in order and adds nothing but
+orchestration, so the whole job is also testable without Prefect. Nothing is
+written to the lake or the archive until every step before `publish` succeeded:
+a bad drop or a failed render leaves stored data exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from . import archive, lake
+from .config import Settings
+from .ingest import ROW, LoadedTables, merge_history, read_drop, read_reference
+from .measures.book import MeasureResults, apply_limits, compute_measures
+from .render import ReportInputs, entity_slug, make_environment, render_entity_html, render_summary_html, write_pdf
+from .validate import ValidationReport, check_history_window, held_assets, validate_tables
+
+RAW_PREFIX = "raw_"
+
+
+@dataclass(frozen=True)
+class DailyInputs:
+    business_date: date
+    drop: LoadedTables
+    reference: LoadedTables
+    history: pl.DataFrame
+
+    @property
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return {**self.drop.tables, **self.reference.tables}
+
+    @property
+    def sources(self) -> dict[str, Path]:
+        return {**self.drop.sources, **self.reference.sources}
+
+
+@dataclass(frozen=True)
+class DailyResults:
+    measures: MeasureResults
+    entity_metrics: pl.DataFrame
+    limit_utilization: pl.DataFrame
+
+
+def load_inputs(settings: Settings, business_date: date) -> DailyInputs:
+    """Read the drop and the reference data, and merge the price history as of the date."""
+    drop = read_drop(settings.inbox, business_date)
+    reference = read_reference(settings.reference)
+    history = merge_history(
+        lake.read_table(settings.lake, "price_history", up_to=business_date),
+        drop.tables.get("price_history"),
+        drop.tables["asset_prices"],
+        business_date,
+    )
+    return DailyInputs(business_date, drop, reference, history)
+
+
+def validate_inputs(inputs: DailyInputs, settings: Settings) -> ValidationReport:
+    """Great Expectations suites, cross-table rules and the history window; raises on a critical failure."""
+    tables = inputs.tables
+    report = validate_tables(
+        tables, business_date=inputs.business_date, settings=settings,
+        sources={k: str(v) for k, v in inputs.sources.items()},
+    )
+    if report.ok:
+        report = report.extend(check_history_window(
+            inputs.history, held_assets(tables, settings), inputs.business_date, settings.lookback
+        ))
+    report.raise_if_failed()
+    return report
+
+
+def compute(inputs: DailyInputs, settings: Settings) -> DailyResults:
+    """Every measure, then limit utilization with yesterday's figures from the lake."""
+    tables = {k: v.drop(ROW, strict=False) for k, v in inputs.tables.items()}
+    measures = compute_measures(tables, inputs.history, inputs.business_date, settings)
+    previous = lake.read_table(settings.lake, "limit_utilization", before=inputs.business_date)
+    metrics, utilization = apply_limits(measures, tables["limits"], previous, settings)
+    return DailyResults(measures, metrics, utilization)
+
+
+def report_inputs(inputs: DailyInputs, results: DailyResults, validation: ValidationReport,
+                  settings: Settings, run_id: str, created_at: str) -> ReportInputs:
+    version = archive.code_version()
+    return ReportInputs(
+        business_date=inputs.business_date,
+        run_id=run_id,
+        created_at=created_at,
+        code_version=f"{version['package']} ({version['source_sha256'][:12]})",
+        parameters=settings.parameters(),
+        entities=inputs.reference.tables["entities"].drop(ROW, strict=False),
+        entity_metrics=results.entity_metrics,
+        account_metrics=results.measures.account_metrics,
+        exposures=results.measures.exposures,
+        limit_utilization=results.limit_utilization,
+        backtest=results.measures.backtest,
+        stress_results=results.measures.stress_results,
+        validation_results=validation.results,
+        flags=results.measures.flags,
+    )
+
+
+def render(report: ReportInputs, settings: Settings) -> Path:
+    """Render the summary (HTML + PDF) and one PDF per entity into a staging folder."""
+    staging = archive.staging_dir(settings.archive, report.business_date, report.run_id)
+    try:
+        env = make_environment(settings.templates_dir)
+        summary = render_summary_html(report, env)
+        (staging / "summary.html").write_text(summary, encoding="utf-8")
+        write_pdf(summary, staging / "summary.pdf")
+        entities = staging / "entities"
+        entities.mkdir()
+        for entity_id in report.entity_metrics["entity_id"].to_list():  # one document per entity
+            html = render_entity_html(report, entity_id, env)
+            slug = entity_slug(entity_id)
+            (entities / f"{slug}.html").write_text(html, encoding="utf-8")
+            write_pdf(html, entities / f"{slug}.pdf")
+    except BaseException:
+        archive.discard_staging(staging)
+        raise
+    return staging
+
+
+def output_tables(inputs: DailyInputs, results: DailyResults, validation: ValidationReport) -> dict[str, pl.DataFrame]:
+    """Every lake table this run writes for its business date."""
+    d = inputs.business_date
+    out: dict[str, pl.DataFrame] = {}
+    for name, frame in inputs.drop.raw.items():
+        out[RAW_PREFIX + name] = frame
+    for name, frame in inputs.reference.raw.items():
+        out[RAW_PREFIX + name] = frame
+    for name, frame in inputs.drop.tables.items():
+        if name != "price_history":
+            out[name] = frame.drop(ROW)
+    new_history = inputs.drop.tables.get("price_history")
+    today = inputs.drop.tables["asset_prices"].select(
+        pl.lit(d).alias("date"), "asset", pl.col("price_usd").alias("close_usd"))
+    out["price_history"] = pl.concat(
+        ([new_history.drop(ROW)] if new_history is not None else []) + [today]
+    ).unique(subset=["date", "asset"], keep="last", maintain_order=True)
+    m = results.measures
+    out.update({
+        "entity_metrics": results.entity_metrics,
+        "account_metrics": m.account_metrics,
+        "exposures": m.exposures,
+        "limit_utilization": results.limit_utilization,
+        "backtest": m.backtest,
+        "backtest_series": m.backtest_series,
+        "stress_results": m.stress_results,
+        "flags": m.flags,
+        "validation_results": validation.results,
+    })
+    return out
+
+
+def publish(inputs: DailyInputs, results: DailyResults, validation: ValidationReport, staging: Path,
+            settings: Settings, created_at: str) -> Path:
+    """Write the date's lake partitions, then the manifest, then publish the run folder."""
+    written = []
+    for table, frame in sorted(output_tables(inputs, results, validation).items()):
+        path = lake.write_partition(settings.lake, table, inputs.business_date, frame)
+        written.append(path)
+    run_id = staging.name[len(archive.STAGING_PREFIX):]
+    names = {path: name for name, path in inputs.sources.items()}
+    input_entries = [{"table": names[Path(e["path"])], **e}
+                     for e in archive.file_entries(list(inputs.sources.values()))]
+    archive.write_manifest(
+        staging, run_id=run_id, business_date=inputs.business_date, created_at=created_at,
+        inputs=input_entries, lake=archive.file_entries(written, Path(settings.lake)),
+        parameters=settings.parameters(), archive=settings.archive,
+    )
+    return archive.publish_run(staging)
+
+
+def new_run() -> tuple[str, str]:
+    """A fresh run id and its creation time (ISO-8601 UTC)."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    return archive.new_run_id(now), now.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,185 @@
+"""Drop and reference files -> typed polars frames that match `schemas`. No computation.
+
+Every frame gets an `_row` column: the 1-based data row in its file (CSV line
+`_row + 1`), so that every later error can name the row. String values are
+stripped of surrounding blanks; anything that does not parse as its contract type
+is an `InputError` naming the file, the rows and the rule.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from .errors import InputError
+from .schemas import DROP_TABLES, OPTIONAL_DROP_TABLES, PRICE_HISTORY, REFERENCE_TABLES, TableSchema
+
+ROW = "_row"
+_SHOW = 5
+
+
+@dataclass(frozen=True)
+class LoadedTables:
+    tables: dict[str, pl.DataFrame]
+    """Typed frames (contract columns + `_row`)."""
+    raw: dict[str, pl.DataFrame]
+    """The files as read, every column kept, for the lake's raw copy."""
+    sources: dict[str, Path]
+
+
+def find_table_file(folder: Path, name: str, *, required: bool = True) -> Path | None:
+    """`NAME.csv` or `NAME.parquet` in `folder`; both or (if required) neither is an error."""
+    found = [p for p in (folder / f"{name}.csv", folder / f"{name}.parquet") if p.is_file()]
+    if len(found) > 1:
+        raise InputError(f"{folder}: both {name}.csv and {name}.parquet are present; send one",
+                         file=str(folder), rule="one file per table")
+    if not found:
+        if required:
+            raise InputError(
+                f"{folder / (name + '.csv')}: missing file — every drop must carry {name} "
+                f"(.csv or .parquet); a book without rows sends the header only",
+                file=str(folder / f"{name}.csv"), rule="every table file present",
+            )
+        return None
+    return found[0]
+
+
+def _rows_text(rows: list[int]) -> str:
+    more = f" and {len(rows) - _SHOW} more" if len(rows) > _SHOW else ""
+    return ", ".join(str(r) for r in rows[:_SHOW]) + more
+
+
+def _read_csv_strings(path: Path) -> pl.DataFrame:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line} (row {line - 1}): bytes that are not UTF-8 at offset {exc.start}; "
+            "re-export the file as UTF-8", file=str(path), rows=[line - 1], rule="UTF-8 encoding",
+        ) from None
+    if not data.strip():
+        raise InputError(f"{path}: empty file without a header row; send at least the header",
+                         file=str(path), rule="header row present")
+    try:
+        return pl.read_csv(data, infer_schema=False, raise_if_empty=True, truncate_ragged_lines=False)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0]}",
+                         file=str(path), rule="well-formed CSV") from None
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # pyarrow and polars raise several kinds
+        raise InputError(f"{path}: not a readable Parquet file: {exc}", file=str(path),
+                         rule="readable Parquet") from None
+
+
+def _parse(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    text = col.cast(pl.String).str.strip_chars()
+    if dtype == pl.Date:
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    if dtype == pl.String:
+        return text
+    return text.cast(dtype, strict=False)
+
+
+def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataFrame:
+    """Check the columns and cast each to its contract dtype, naming the rows that fail."""
+    missing = [c for c in schema.columns if c not in frame.columns]
+    if missing:
+        hints = []
+        for c in missing:
+            close = difflib.get_close_matches(c, frame.columns, n=1)
+            hints.append(f"{c!r}" + (f" (found {close[0]!r} — misspelt?)" if close else ""))
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(hints)}; {schema.name} needs "
+            f"{', '.join(schema.columns)}", file=str(path), rule="required columns present",
+        )
+    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    out = []
+    for name, dtype in schema.columns.items():
+        src = frame[name]
+        if src.dtype == dtype or (dtype == pl.Float64 and src.dtype.is_numeric()):
+            out.append(pl.col(name).cast(dtype))
+            continue
+        parsed = frame.select(_parse(pl.col(name), dtype)).to_series()
+        given = frame.select(pl.col(name).cast(pl.String).str.strip_chars().replace("", None).is_not_null()).to_series()
+        bad = frame.filter(given & parsed.is_null())
+        if bad.height:
+            rows = bad[ROW].to_list()
+            values = ", ".join(repr(v) for v in bad[name].head(_SHOW).to_list())
+            kind = "a date as YYYY-MM-DD" if dtype == pl.Date else f"a {dtype}"
+            raise InputError(
+                f"{path}: rows {_rows_text(rows)}: column {name!r} must be {kind}; got {values}",
+                file=str(path), rows=rows, rule=f"{name} is {kind}",
+            )
+        out.append(_parse(pl.col(name), dtype).alias(name))
+    return frame.select(*out, ROW)
+
+
+def read_table_file(path: Path, schema: TableSchema) -> tuple[pl.DataFrame, pl.DataFrame]:
+    raw = _read_parquet(path) if path.suffix == ".parquet" else _read_csv_strings(path)
+    return type_table(raw, schema, path), raw
+
+
+def _load(folder: Path, specs: tuple[TableSchema, ...], optional: tuple[TableSchema, ...] = ()) -> LoadedTables:
+    tables, raw, sources = {}, {}, {}
+    for schema, required in [(s, True) for s in specs] + [(s, False) for s in optional]:
+        path = find_table_file(folder, schema.name, required=required)
+        if path is None:
+            continue
+        tables[schema.name], raw[schema.name] = read_table_file(path, schema)
+        sources[schema.name] = path
+    return LoadedTables(tables, raw, sources)
+
+
+def drop_folder(inbox: Path, business_date: date) -> Path:
+    return Path(inbox) / business_date.isoformat()
+
+
+def read_drop(inbox: Path, business_date: date) -> LoadedTables:
+    """Read the end-of-day drop `<inbox>/<YYYY-MM-DD>/` (section 1.1, plus optional price_history)."""
+    folder = drop_folder(inbox, business_date)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no drop folder for business date {business_date}",
+                         file=str(folder), rule="drop folder present")
+    return _load(folder, DROP_TABLES, OPTIONAL_DROP_TABLES)
+
+
+def read_reference(reference: Path) -> LoadedTables:
+    """Read the reference data folder (section 1.3)."""
+    folder = Path(reference)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: reference data folder not found", file=str(folder),
+                         rule="reference folder present")
+    return _load(folder, REFERENCE_TABLES)
+
+
+def merge_history(stored: pl.DataFrame | None, drop: pl.DataFrame | None, asset_prices: pl.DataFrame,
+                  business_date: date) -> pl.DataFrame:
+    """The price history as of `business_date`: the lake's, the drop's file, then today's closes.
+
+    Later sources win for the same (date, asset): today's `asset_prices` is the
+    close of the business date.
+    """
+    cols = list(PRICE_HISTORY.columns)
+    parts = []
+    if stored is not None and not stored.is_empty():
+        parts.append(stored.sort("business_date").select(cols))
+    if drop is not None and not drop.is_empty():
+        parts.append(drop.select(cols))
+    parts.append(asset_prices.select(pl.lit(business_date).alias("date"), "asset",
+                                     pl.col("price_usd").alias("close_usd")))
+    merged = pl.concat([p.cast(PRICE_HISTORY.columns) for p in parts])
+    return (
+        merged.filter(pl.col("date") <= business_date)
+        .unique(subset=["date", "asset"], keep="last", maintain_order=True)
+        .sort("asset", "date")
+    )

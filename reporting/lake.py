@@ -1,0 +1,79 @@
+"""The Parquet lake: one Hive-partitioned dataset per table.
+
+Layout: `<lake>/<table>/business_date=<YYYY-MM-DD>/part-0.parquet`, which polars,
+DuckDB, Spark and pyarrow read as it is. A partition is one file, replaced with
+`os.replace` from a temporary file in the same folder, so a reader sees the old
+partition or the new one, never half of either; temporary files start with `.`
+and do not end in `.parquet`, so no reader picks them up.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+PART_FILE = "part-0.parquet"
+
+
+def partition_dir(lake: Path, table: str, business_date: date) -> Path:
+    return Path(lake) / table / f"business_date={business_date.isoformat()}"
+
+
+def write_partition(lake: Path, table: str, business_date: date, frame: pl.DataFrame) -> Path:
+    """Replace `table`'s partition for `business_date` with `frame`, atomically.
+
+    The `business_date` column, if present, is dropped from the file: the partition
+    path carries it (Hive style).
+    """
+    folder = partition_dir(lake, table, business_date)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / PART_FILE
+    tmp = folder / f".{PART_FILE}.{uuid.uuid4().hex}.tmp"
+    data = frame.drop("business_date", strict=False)
+    try:
+        pq.write_table(data.to_arrow(), tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return target
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def partitions(lake: Path, table: str) -> list[date]:
+    """Business dates that have a partition for `table`, in order."""
+    root = Path(lake) / table
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.glob(f"business_date=*/{PART_FILE}"):
+        out.append(date.fromisoformat(p.parent.name.split("=", 1)[1]))
+    return sorted(out)
+
+
+def read_table(lake: Path, table: str, *, before: date | None = None, up_to: date | None = None,
+               on: date | None = None) -> pl.DataFrame | None:
+    """Read `table` with its `business_date` column, optionally restricted; None if absent."""
+    dates = [d for d in partitions(lake, table)
+             if (before is None or d < before) and (up_to is None or d <= up_to) and (on is None or d == on)]
+    if not dates:
+        return None
+    frames = [
+        pl.read_parquet(partition_dir(lake, table, d) / PART_FILE).with_columns(business_date=pl.lit(d))
+        for d in dates
+    ]
+    return pl.concat(frames, how="diagonal_relaxed")

@@ -1,0 +1,1 @@
+"""The measures of data contract section 2, one module per family."""

@@ -1,0 +1,148 @@
+"""All measures for one business date, from validated tables to report-ready frames.
+
+This is the one place that strings the measure families together; each family
+lives in its own module and is tested there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import polars as pl
+
+from ..config import Settings
+from ..schemas import ENTITY_METRIC_COLUMNS
+from .backtest import backtest
+from .exposure import build_lines, entity_exposure, exposure_by_underlying
+from .limits import exposure_reduction, limit_utilization
+from .margin import TierTable, account_margin
+from .stress import stress_results, worst_stress
+from .var import (
+    delta_matrix, ewma_covariance, historical_es, historical_var, normal_quantile,
+    parametric_var, return_window, sample_covariance, scenario_pnl,
+)
+
+FLAG_SCHEMA = {"entity_id": pl.String, "flag": pl.String, "message": pl.String}
+
+
+@dataclass(frozen=True)
+class MeasureResults:
+    lines: pl.DataFrame
+    exposures: pl.DataFrame
+    account_metrics: pl.DataFrame
+    entity_metrics: pl.DataFrame
+    stress_results: pl.DataFrame
+    backtest: pl.DataFrame
+    backtest_series: pl.DataFrame
+    flags: pl.DataFrame
+
+
+def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, business_date: date,
+                     settings: Settings) -> MeasureResults:
+    """Exposure, leverage, margin, VaR family, backtest and stress for every entity with a line."""
+    lines = build_lines(tables, business_date, settings)
+    entity_ids = sorted(lines["entity_id"].unique().to_list())
+    exposures = exposure_by_underlying(lines)
+    exposure = entity_exposure(lines, tables["entities"], settings)
+
+    accounts = account_margin(lines, TierTable.from_frame(tables["margin_tiers"]), settings).with_columns(
+        business_date=pl.lit(business_date)
+    )
+    margin = accounts.group_by("entity_id").agg(
+        initial_margin_usd=pl.col("initial_margin_usd").sum(),
+        maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
+        margin_utilization=pl.when(pl.col("under_water").any()).then(None).otherwise(pl.col("margin_utilization").max()),
+        liquidation_distance=pl.col("liquidation_distance").min(),
+        accounts_under_water=pl.col("under_water").sum(),
+    )
+
+    var = _var_family(entity_ids, lines, exposures, history, business_date, settings)
+    stress = stress_results(entity_ids, lines, tables["scenarios"], settings.cash_assets, business_date)
+
+    metrics = (
+        exposure.join(margin, on="entity_id", how="left")
+        .join(var["metrics"], on="entity_id", how="left")
+        .join(worst_stress(stress), on="entity_id", how="left")
+        .with_columns(
+            business_date=pl.lit(business_date),
+            var_99_1d_hist_pct=pl.when(pl.col("equity_usd") > 0)
+            .then(pl.col("var_99_1d_hist_usd") / pl.col("equity_usd") * 100.0),
+            max_gross_leverage_for_var_limit=pl.lit(None, pl.Float64),
+            exposure_reduction_usd=pl.lit(None, pl.Float64),
+        )
+        .sort("entity_id")
+    )
+    flags = _flags(metrics, accounts, settings)
+    return MeasureResults(
+        lines=lines,
+        exposures=exposures.with_columns(business_date=pl.lit(business_date)),
+        account_metrics=accounts,
+        entity_metrics=metrics.select(*ENTITY_METRIC_COLUMNS, "accounts_under_water"),
+        stress_results=stress,
+        backtest=var["backtest"],
+        backtest_series=var["series"],
+        flags=flags,
+    )
+
+
+def _var_family(entity_ids, lines, exposures, history, business_date, settings) -> dict:
+    assets = sorted(lines.filter(~pl.col("is_cash"))["underlying"].unique().to_list())
+    window = return_window(history, assets, business_date, settings.lookback + settings.backtest_days)
+    pnl = scenario_pnl(entity_ids, lines, window)
+    n = min(settings.lookback, pnl.shape[1])
+    losses = -pnl[:, pnl.shape[1] - n:]
+    hist = historical_var(losses, settings.var_confidence) if n else np.full(len(entity_ids), np.nan)
+    es = historical_es(losses, settings.es_confidence) if n else np.full(len(entity_ids), np.nan)
+    d = delta_matrix(entity_ids, window.assets, exposures)
+    recent = window.returns[window.returns.shape[0] - n:] if n else np.zeros((0, len(window.assets)))
+    z = normal_quantile(settings.var_confidence)
+    param = parametric_var(d, sample_covariance(recent), z) if n > 1 else np.full(len(entity_ids), np.nan)
+    ewma = parametric_var(d, ewma_covariance(recent, settings.ewma_lambda), z) if n else np.full(len(entity_ids), np.nan)
+    metrics = pl.DataFrame({
+        "entity_id": entity_ids,
+        "var_99_1d_hist_usd": hist, "es_975_1d_hist_usd": es,
+        "var_99_1d_param_usd": param, "var_99_1d_ewma_usd": ewma,
+        "var_99_10d_hist_usd": hist * np.sqrt(settings.horizon_days),
+        "var_observations": [n] * len(entity_ids),
+    }, schema_overrides={"var_observations": pl.Int64}).with_columns(pl.col(pl.Float64).fill_nan(None))
+    summary, series = backtest(entity_ids, pnl, window.dates, settings.lookback, settings.backtest_days,
+                               settings.var_confidence, business_date)
+    return {"metrics": metrics, "backtest": summary, "series": series}
+
+
+def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """Numbers that cannot be trusted as ordinary figures, one row per entity and reason."""
+    parts = [
+        metrics.filter(pl.col("equity_usd") <= 0).select(
+            "entity_id", flag=pl.lit("equity_not_positive"),
+            message=pl.format("Equity is {} USD: leverage is undefined and reported as a breach",
+                              pl.col("equity_usd").round(0).cast(pl.Int64)),
+        ),
+        accounts.filter("under_water").select(
+            "entity_id", flag=pl.lit("account_under_water"),
+            message=pl.format("Account {} at {}: equity {} USD against maintenance {} USD",
+                              "account_id", "venue", pl.col("equity_usd").round(0).cast(pl.Int64),
+                              pl.col("maintenance_margin_usd").round(0).cast(pl.Int64)),
+        ),
+        metrics.filter(pl.col("var_observations") < settings.lookback).select(
+            "entity_id", flag=pl.lit("short_var_window"),
+            message=pl.format("VaR from {} returns, fewer than the {}-day look-back",
+                              "var_observations", pl.lit(settings.lookback)),
+        ),
+    ]
+    return pl.concat([p.cast(FLAG_SCHEMA) for p in parts]).sort("entity_id", "flag")
+
+
+def apply_limits(results: MeasureResults, limits: pl.DataFrame, previous: pl.DataFrame | None,
+                 settings: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Limit utilization, then the exposure reduction it implies, folded into entity metrics."""
+    metrics = results.entity_metrics
+    insolvent = metrics.select(
+        "entity_id", insolvent=(pl.col("equity_usd") <= 0) | (pl.col("accounts_under_water") > 0)
+    )
+    util = limit_utilization(metrics, limits, insolvent, previous, settings.default_warn_at)
+    reduction = exposure_reduction(util, metrics)
+    metrics = metrics.drop("exposure_reduction_usd").join(reduction, on="entity_id", how="left")
+    return metrics.select(*ENTITY_METRIC_COLUMNS), util

@@ -1,0 +1,110 @@
+"""Limit utilization, status and breach streaks.
+
+* Entity-specific limits override the `*` default for the same metric.
+* Utilization: `max` limits value / limit; `min` limits limit / value (so > 1 is
+  always on the wrong side). Status: `breach` when utilization > 1, `warning` when
+  ≥ `warn_at`, else `ok`.
+* A null value (a figure that is undefined) is a `breach` when the entity is
+  insolvent — equity ≤ 0 or an account under water — and `ok` otherwise (the
+  metric does not apply, e.g. no liquidation point for an unmargined book).
+* `prev_utilization` and `days_in_breach` come from the latest earlier business
+  date in the lake's `limit_utilization`; the streak counts consecutive reported
+  dates in breach, today included.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+EXPOSURE_SCALED = (
+    "gross_exposure_usd", "net_exposure_usd", "gross_leverage", "net_leverage",
+    "var_99_1d_hist_usd", "var_99_1d_hist_pct", "es_975_1d_hist_usd", "var_99_1d_param_usd",
+    "var_99_1d_ewma_usd", "var_99_10d_hist_usd", "initial_margin_usd", "maintenance_margin_usd",
+    "margin_utilization", "worst_stress_loss_usd", "crypto_exposure_pct_tier1",
+)
+"""Metrics that scale in proportion to exposure: a breach of their `max` limit is cured by
+scaling the whole book down by limit / value."""
+
+LIMIT_SCHEMA = {
+    "business_date": pl.Date, "entity_id": pl.String, "metric": pl.String, "value": pl.Float64,
+    "limit": pl.Float64, "kind": pl.String, "warn_at": pl.Float64, "utilization": pl.Float64,
+    "status": pl.String, "prev_utilization": pl.Float64, "days_in_breach": pl.Int64,
+}
+
+
+def resolve_limits(limits: pl.DataFrame, entity_ids: list[str], default_warn_at: float) -> pl.DataFrame:
+    """One limit per entity and metric: the entity's own, else the `*` default."""
+    ents = pl.DataFrame({"entity_id": entity_ids}, schema={"entity_id": pl.String})
+    lim = limits.select("entity_id", "metric", "limit", "kind", pl.col("warn_at").fill_null(default_warn_at))
+    own = lim.filter(pl.col("entity_id") != "*").join(ents, on="entity_id", how="semi")
+    default = ents.join(lim.filter(pl.col("entity_id") == "*").drop("entity_id"), how="cross")
+    return pl.concat([own, default.join(own, on=["entity_id", "metric"], how="anti")]).sort("entity_id", "metric")
+
+
+def limit_utilization(metrics: pl.DataFrame, limits: pl.DataFrame, insolvent: pl.DataFrame,
+                      previous: pl.DataFrame | None, default_warn_at: float) -> pl.DataFrame:
+    """The `limit_utilization` table for one business date.
+
+    `metrics` is `entity_metrics`; `insolvent` has `entity_id, insolvent (bool)`;
+    `previous` is the lake's `limit_utilization` for earlier dates (or None).
+    """
+    entity_ids = metrics["entity_id"].to_list()
+    resolved = resolve_limits(limits, entity_ids, default_warn_at)
+    metric_names = resolved["metric"].unique().to_list()
+    values = metrics.select(
+        "business_date", "entity_id", *[pl.col(m).cast(pl.Float64) for m in metric_names]
+    ).unpivot(index=["business_date", "entity_id"], variable_name="metric", value_name="value")
+    value, limit = pl.col("value"), pl.col("limit")
+    util = (
+        pl.when(pl.col("kind") == "max").then(pl.when(limit != 0).then(value / limit))
+        .otherwise(pl.when(value > 0).then(limit / value))
+    )
+    wrong_side = pl.when(pl.col("kind") == "max").then(value > limit).otherwise(value < limit)
+    out = (
+        resolved.join(values, on=["entity_id", "metric"], how="left")
+        .join(insolvent, on="entity_id", how="left")
+        .with_columns(utilization=util)
+        .with_columns(
+            status=pl.when(value.is_null()).then(pl.when(pl.col("insolvent")).then(pl.lit("breach")).otherwise(pl.lit("ok")))
+            .when(wrong_side | (pl.col("utilization") > 1)).then(pl.lit("breach"))
+            .when(pl.col("utilization") >= pl.col("warn_at")).then(pl.lit("warning"))
+            .otherwise(pl.lit("ok"))
+        )
+    )
+    if previous is None or previous.is_empty():
+        prev = pl.DataFrame(schema={"entity_id": pl.String, "metric": pl.String,
+                                    "prev_utilization": pl.Float64, "prev_days": pl.Int64})
+    else:
+        prev = (
+            previous.sort("business_date")
+            .group_by("entity_id", "metric").last()
+            .select("entity_id", "metric", prev_utilization="utilization",
+                    prev_days=pl.when(pl.col("status") == "breach").then(pl.col("days_in_breach")).otherwise(0))
+        )
+    return (
+        out.join(prev, on=["entity_id", "metric"], how="left")
+        .with_columns(
+            days_in_breach=pl.when(pl.col("status") == "breach").then(pl.col("prev_days").fill_null(0) + 1).otherwise(0)
+        )
+        .select(list(LIMIT_SCHEMA))
+        .cast(LIMIT_SCHEMA)
+        .sort("entity_id", "metric")
+    )
+
+
+def exposure_reduction(utilization: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
+    """USD of gross exposure to cut, scaling the whole book, so every breached `max`
+    limit on an exposure-scaled metric comes back to its limit: gross × (1 − min limit/value)."""
+    need = (
+        utilization.filter(
+            (pl.col("status") == "breach") & (pl.col("kind") == "max")
+            & pl.col("metric").is_in(EXPOSURE_SCALED) & (pl.col("value") > 0) & (pl.col("limit") >= 0)
+        )
+        .group_by("entity_id")
+        .agg(keep=(pl.col("limit") / pl.col("value")).min())
+    )
+    return (
+        metrics.select("entity_id", "gross_exposure_usd")
+        .join(need, on="entity_id", how="left")
+        .select("entity_id", exposure_reduction_usd=pl.col("gross_exposure_usd") * (1 - pl.col("keep").fill_null(1.0)))
+    )

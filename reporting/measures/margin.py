@@ -1,0 +1,186 @@
+"""Tiered initial and maintenance margin, margin utilization and liquidation distance.
+
+Margin tiers work like tax brackets (data contract section 2): each slice of a
+position's notional is charged at its own tier's rate, i.e.
+`notional × rate_k − cum_k` with `cum_k = floor_k × (rate_k − rate_(k−1)) + cum_(k−1)`.
+
+Project choices (docs/methodology.md): tiers apply per position line; long options
+carry no margin (their premium is paid and their loss is bounded by it); a spot
+borrowing is margined only where the venue publishes `spot` tiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from ..config import Settings
+from .exposure import ACCOUNT_KEY, option_value_usd
+
+
+@dataclass(frozen=True)
+class TierTable:
+    """Margin brackets as padded arrays: row g is one (venue, instrument_type)."""
+
+    keys: pl.DataFrame  # venue, instrument_type, tier_group
+    floors: np.ndarray  # (G, K), +inf padding
+    rates: dict[str, np.ndarray]  # "im"/"mm" -> (G, K)
+    cums: dict[str, np.ndarray]
+
+    @classmethod
+    def from_frame(cls, tiers: pl.DataFrame) -> "TierTable":
+        t = tiers.sort("venue", "instrument_type", "notional_floor_usd")
+        keys = t.select("venue", "instrument_type").unique(maintain_order=True).with_row_index("tier_group")
+        t = t.join(keys, on=["venue", "instrument_type"], maintain_order="left").with_columns(
+            k=pl.int_range(pl.len()).over("tier_group")
+        )
+        g, k_max = keys.height, int(t["k"].max() or 0) + 1
+        floors = np.full((max(g, 1), k_max), np.inf)
+        rates = {m: np.zeros((max(g, 1), k_max)) for m in ("im", "mm")}
+        cums = {m: np.zeros((max(g, 1), k_max)) for m in ("im", "mm")}
+        gi, ki = t["tier_group"].to_numpy(), t["k"].to_numpy()
+        floors[gi, ki] = t["notional_floor_usd"].to_numpy()
+        for m, col in (("im", "initial_margin_rate"), ("mm", "maintenance_margin_rate")):
+            rates[m][gi, ki] = t[col].to_numpy()
+            # cum_k = floor_k (rate_k - rate_{k-1}) + cum_{k-1}, per group.
+            cum = t.select(
+                (pl.col("notional_floor_usd") * pl.col(col).diff().over("tier_group").fill_null(pl.col(col)))
+                .cum_sum().over("tier_group")
+            ).to_series().to_numpy()
+            cums[m][gi, ki] = cum
+        return cls(keys=keys.with_columns(pl.col("tier_group").cast(pl.Int64)), floors=floors, rates=rates, cums=cums)
+
+    def charge(self, notional: np.ndarray, group: np.ndarray, measure: str) -> np.ndarray:
+        """Bracketed charge for each notional in its tier group (group −1: no margin)."""
+        notional = np.asarray(notional, float)
+        has = group >= 0
+        g = np.where(has, group, 0)
+        k = np.clip((notional[..., None] >= self.floors[g]).sum(-1) - 1, 0, None)
+        out = notional * self.rates[measure][g, k] - self.cums[measure][g, k]
+        return np.where(has, out, 0.0)
+
+
+def margined_lines(lines: pl.DataFrame, tiers: TierTable) -> pl.DataFrame:
+    """Attach each line's tier group (−1 where it carries no margin)."""
+    keyed = lines.join(tiers.keys, on=["venue", "instrument_type"], how="left", maintain_order="left")
+    no_margin = (
+        pl.col("tier_group").is_null()
+        | ((pl.col("line_kind") == "option") & (pl.col("quantity") > 0))
+        | ((pl.col("line_kind") == "spot") & (pl.col("quantity") >= 0))
+    )
+    return keyed.with_columns(tier_group=pl.when(no_margin).then(-1).otherwise(pl.col("tier_group")))
+
+
+def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) -> pl.DataFrame:
+    """Per account: equity, exposures, IM, MM, margin utilization, liquidation distance.
+
+    Margin utilization = maintenance requirement / account equity, null when equity
+    ≤ 0 (the account is under water: flagged, never shown as a ratio).
+    """
+    m = margined_lines(lines, tiers)
+    group = m["tier_group"].to_numpy()
+    notional = m["notional_usd"].to_numpy()
+    m = m.with_columns(
+        initial_margin_usd=pl.Series(tiers.charge(notional, group, "im")),
+        maintenance_margin_usd=pl.Series(tiers.charge(notional, group, "mm")),
+    )
+    net = (
+        m.filter(~pl.col("is_cash")).group_by(*ACCOUNT_KEY, "underlying")
+        .agg(pl.col("delta_exposure_usd").sum().abs()).group_by(*ACCOUNT_KEY)
+        .agg(net_exposure_usd=pl.col("delta_exposure_usd").sum())
+    )
+    acc = (
+        m.group_by(*ACCOUNT_KEY)
+        .agg(
+            equity_usd=pl.col("value_usd").sum(),
+            gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
+            initial_margin_usd=pl.col("initial_margin_usd").sum(),
+            maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
+        )
+        .join(net, on=list(ACCOUNT_KEY), how="left")
+        .with_columns(pl.col("net_exposure_usd").fill_null(0.0))
+        .sort(*ACCOUNT_KEY)
+    )
+    distance = liquidation_distance(m, acc, tiers, settings)
+    solvent = pl.col("equity_usd") > 0
+    return acc.with_columns(
+        gross_leverage=pl.when(solvent).then(pl.col("gross_exposure_usd") / pl.col("equity_usd")),
+        margin_utilization=pl.when(solvent).then(pl.col("maintenance_margin_usd") / pl.col("equity_usd")),
+        liquidation_distance=pl.Series(distance).fill_nan(None),
+        under_water=(pl.col("maintenance_margin_usd") > 0) & ~solvent,
+    )
+
+
+def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: TierTable):
+    """Return f(s): equity − maintenance per account after a uniform move s (per account).
+
+    Spot and linear contracts revalue exactly (value linear in the price); options
+    by Black-76 full revaluation; notionals move with the price except inverse
+    contracts' USD face; maintenance is re-tiered at the moved notional.
+    """
+    kind = m["line_kind"].to_numpy()
+    cash = m["is_cash"].to_numpy()
+    v0 = m["value_usd"].to_numpy()
+    delta = m["delta_exposure_usd"].to_numpy()
+    notional0 = m["notional_usd"].to_numpy()
+    group = m["tier_group"].to_numpy()
+    is_spot, is_opt = kind == "spot", kind == "option"
+    fixed_notional = (~is_spot) & (~is_opt) & (m["settlement"].to_numpy() == "inverse")
+    opt = m.filter(pl.Series(is_opt))
+    opt_v0 = option_value_usd(opt, np.ones(1))[:, 0] if is_opt.any() else np.zeros(0)
+
+    def surplus(s: np.ndarray) -> np.ndarray:
+        move = np.where(cash, 0.0, s[acct])
+        value = np.where(is_spot, v0 * (1 + move), v0 + delta * move)
+        if is_opt.any():
+            shocked = option_value_usd(opt, (1 + move[is_opt])[:, None])[:, 0]
+            value[is_opt] = v0[is_opt] + shocked - opt_v0
+        notional = np.where(fixed_notional, notional0, notional0 * np.abs(1 + move))
+        mm = tiers.charge(notional, group, "mm")
+        return np.bincount(acct, value - mm, minlength=n_acct)
+
+    return surplus
+
+
+def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, settings: Settings,
+                         tol: float = 1e-10) -> np.ndarray:
+    """Smallest uniform adverse move of the account's underlyings that brings equity to maintenance.
+
+    Solved per account by a bracketed root-finder (geometric bracketing, then
+    bisection to `tol`) in both directions — down to −99 % and up to
+    `settings.liquidation_search_max_up` — taking the nearer root. 0 when equity
+    is already at or below maintenance; null when the account carries no
+    maintenance requirement or no move in range liquidates it.
+    """
+    index = acc.select(*ACCOUNT_KEY).with_row_index("_acct")
+    acct = m.join(index, on=list(ACCOUNT_KEY), how="left", maintain_order="left")["_acct"].to_numpy().astype(np.int64)
+    n = acc.height
+    surplus = _account_surplus(m, acct, n, tiers)
+    has_mm = acc["maintenance_margin_usd"].to_numpy() > 0
+    at_zero = surplus(np.zeros(n))
+    best = np.full(n, np.inf)
+    best[has_mm & (at_zero <= 0)] = 0.0
+    todo = has_mm & (at_zero > 0)
+    for sign, limit in ((-1.0, 0.99), (1.0, settings.liquidation_search_max_up)):
+        grid = np.geomspace(1e-4, limit, 48)
+        lo, hi = np.zeros(n), np.full(n, np.nan)
+        for mag in grid:  # bracket: the first magnitude at which the account fails
+            open_ = todo & np.isnan(hi)
+            if not open_.any():
+                break
+            fails = surplus(sign * np.full(n, mag)) <= 0
+            hi = np.where(open_ & fails, mag, hi)
+            lo = np.where(open_ & ~fails, mag, lo)
+        found = ~np.isnan(hi)
+        hi_f = np.where(found, hi, 1.0)
+        for _ in range(200):
+            if np.all(~found | (hi_f - lo <= tol)):
+                break
+            mid = 0.5 * (lo + hi_f)
+            fails = surplus(sign * mid) <= 0
+            hi_f = np.where(found & fails, mid, hi_f)
+            lo = np.where(found & ~fails, mid, lo)
+        best = np.where(found, np.minimum(best, hi_f), best)
+    return np.where(np.isfinite(best), best, np.nan)

@@ -1,0 +1,68 @@
+"""Limit resolution, utilization, status and breach streaks."""
+
+from datetime import date
+
+import polars as pl
+import pytest
+
+from reporting.measures.limits import exposure_reduction, limit_utilization, resolve_limits
+
+D = date(2026, 11, 24)
+
+
+def metrics(**cols):
+    base = {"business_date": [D, D, D], "entity_id": ["A", "B", "C"]}
+    return pl.DataFrame({**base, **cols})
+
+
+LIMITS = pl.DataFrame({
+    "entity_id": ["*", "*", "A"], "metric": ["gross_leverage", "leverage_ratio_pct", "gross_leverage"],
+    "limit": [5.0, 3.0, 3.0], "kind": ["max", "min", "max"], "warn_at": [0.8, None, None],
+})
+INSOLVENT = pl.DataFrame({"entity_id": ["A", "B", "C"], "insolvent": [False, False, True]})
+
+
+def test_entity_limit_overrides_default():
+    r = resolve_limits(LIMITS, ["A", "B"], 0.8)
+    got = {(x["entity_id"], x["metric"]): x["limit"] for x in r.iter_rows(named=True)}
+    assert got == {("A", "gross_leverage"): 3.0, ("A", "leverage_ratio_pct"): 3.0,
+                   ("B", "gross_leverage"): 5.0, ("B", "leverage_ratio_pct"): 3.0}
+
+
+def test_status_for_max_min_and_undefined_values():
+    m = metrics(gross_leverage=[2.7, 4.1, None], leverage_ratio_pct=[10.0, 2.5, -4.0])
+    u = limit_utilization(m, LIMITS, INSOLVENT, None, 0.8)
+    got = {(x["entity_id"], x["metric"]): x for x in u.iter_rows(named=True)}
+    a = got[("A", "gross_leverage")]  # 2.7 / 3 = 0.9 ≥ 0.8
+    assert a["utilization"] == pytest.approx(0.9) and a["status"] == "warning"
+    assert got[("B", "gross_leverage")]["status"] == "warning"  # 4.1 / 5 = 0.82
+    assert got[("A", "leverage_ratio_pct")]["utilization"] == pytest.approx(0.3)  # 3 / 10
+    assert got[("B", "leverage_ratio_pct")]["status"] == "breach"  # 2.5 % < 3 %
+    assert got[("B", "leverage_ratio_pct")]["utilization"] == pytest.approx(3 / 2.5)
+    c = got[("C", "gross_leverage")]  # undefined leverage of an insolvent entity
+    assert c["value"] is None and c["utilization"] is None and c["status"] == "breach"
+    assert got[("C", "leverage_ratio_pct")]["status"] == "breach"  # negative capital
+
+
+def test_days_in_breach_and_previous_utilization_from_history():
+    prev = pl.DataFrame({
+        "business_date": [date(2026, 11, 22), date(2026, 11, 23), date(2026, 11, 23)],
+        "entity_id": ["A", "A", "B"], "metric": ["gross_leverage"] * 3,
+        "utilization": [1.2, 1.1, 0.5], "status": ["breach", "breach", "ok"], "days_in_breach": [1, 2, 0],
+    })
+    m = metrics(gross_leverage=[3.6, 6.0, 1.0], leverage_ratio_pct=[10.0, 10.0, 10.0])
+    u = limit_utilization(m, LIMITS, INSOLVENT, prev, 0.8).filter(pl.col("metric") == "gross_leverage")
+    got = {x["entity_id"]: x for x in u.iter_rows(named=True)}
+    assert got["A"]["prev_utilization"] == pytest.approx(1.1)
+    assert got["A"]["days_in_breach"] == 3  # breach on 22nd, 23rd and today
+    assert got["B"]["days_in_breach"] == 1 and got["B"]["prev_utilization"] == pytest.approx(0.5)
+    assert got["C"]["days_in_breach"] == 0 and got["C"]["prev_utilization"] is None
+
+
+def test_exposure_reduction_brings_worst_breach_back_to_limit():
+    m = metrics(gross_leverage=[6.0, 1.0, 1.0], leverage_ratio_pct=[10.0, 10.0, 10.0],
+                gross_exposure_usd=[600.0, 100.0, 100.0])
+    u = limit_utilization(m, LIMITS, INSOLVENT, None, 0.8)
+    r = {x["entity_id"]: x["exposure_reduction_usd"] for x in exposure_reduction(u, m).iter_rows(named=True)}
+    assert r["A"] == pytest.approx(600 * (1 - 3 / 6))  # gross leverage 6× against 3×: halve the book
+    assert r["B"] == 0.0

@@ -1,0 +1,119 @@
+"""VaR and ES conventions of data contract section 2.1, against hand counts and numpy."""
+
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from reporting.config import Settings
+from reporting.measures.exposure import build_lines, exposure_by_underlying
+from reporting.measures.var import (
+    delta_matrix, ewma_covariance, historical_es, historical_var, parametric_var, return_window,
+    sample_covariance, scenario_pnl,
+)
+
+from .conftest import BUSINESS_DATE
+from .reference import black_price
+
+Z99 = 2.3263478740408408
+
+
+def test_historical_var_is_the_third_worst_of_250_and_fifth_of_500():
+    losses = np.random.default_rng(7).permutation(np.arange(1.0, 251.0))
+    assert historical_var(losses, 0.99) == 248.0
+    losses500 = np.random.default_rng(8).permutation(np.arange(1.0, 501.0))
+    assert historical_var(losses500, 0.99) == 496.0  # 5th worst; (1 − 0.99)·500 is 5.000000000000004
+    # Where N(1 − c) is not a whole number, Hull's rule is numpy's inverted_cdf quantile.
+    for n in (250, 137, 1000 - 1):
+        x = np.random.default_rng(n).standard_t(3, size=n)
+        assert historical_var(x, 0.99) == np.quantile(x, 0.99, method="inverted_cdf")
+    # Where it is whole (N = 500), the contract's m-th worst is one rank further into the
+    # tail than inverted_cdf (which returns the 6th worst of 500): the contract rules.
+    x = np.random.default_rng(500).standard_t(3, size=500)
+    assert historical_var(x, 0.99) == np.sort(x)[-5]
+
+
+def test_expected_shortfall_acerbi_tasche():
+    losses = np.arange(1.0, 251.0)
+    # k = 6.25: the 6 worst (250..245) plus a quarter of the 7th (244), over 6.25
+    assert historical_es(losses, 0.975) == pytest.approx((sum(range(245, 251)) + 0.25 * 244) / 6.25)
+    # N = 500: k = 12.5 exactly
+    losses = np.arange(1.0, 501.0)
+    assert historical_es(losses, 0.975) == pytest.approx((sum(range(489, 501)) + 0.5 * 488) / 12.5)
+
+
+def test_es_at_least_var_and_homogeneous():
+    x = np.random.default_rng(3).standard_t(4, size=(20, 250))
+    assert np.all(historical_es(x, 0.99) >= historical_var(x, 0.99) - 1e-12)
+    np.testing.assert_allclose(historical_var(3.5 * x, 0.99), 3.5 * historical_var(x, 0.99))
+
+
+def test_parametric_var_one_asset_closed_form():
+    r = np.random.default_rng(1).normal(0, 0.02, size=(250, 1))
+    sd = float(np.std(r[:, 0], ddof=1))
+    got = parametric_var(np.array([[1_000_000.0]]), sample_covariance(r), Z99)
+    assert got[0] == pytest.approx(Z99 * 1_000_000 * sd)
+
+
+def test_parametric_var_two_assets_quadratic_form():
+    r = np.random.default_rng(2).normal(0, 0.03, size=(250, 2))
+    d = np.array([[100.0, -40.0]])
+    c = np.cov(r[:, 0], r[:, 1], ddof=1)
+    var_p = d[0, 0] ** 2 * c[0, 0] + d[0, 1] ** 2 * c[1, 1] + 2 * d[0, 0] * d[0, 1] * c[0, 1]
+    assert parametric_var(d, sample_covariance(r), Z99)[0] == pytest.approx(Z99 * math.sqrt(var_p))
+
+
+def test_ewma_weights_normalised_newest_first():
+    lam, n = 0.94, 250
+    r = np.zeros((n, 1))
+    r[-1, 0] = 0.05  # only the business date moves: weight (1 − λ)/(1 − λ^N)
+    w0 = (1 - lam) / (1 - lam**n)
+    assert ewma_covariance(r, lam)[0, 0] == pytest.approx(w0 * 0.05**2)
+    r = np.zeros((n, 1))
+    r[0, 0] = 0.05  # the oldest return: weight (1 − λ) λ^(N−1) / (1 − λ^N)
+    assert ewma_covariance(r, lam)[0, 0] == pytest.approx((1 - lam) * lam ** (n - 1) / (1 - lam**n) * 0.05**2)
+    # constant |r|: weights sum to one, so Σ = r²
+    r = np.full((n, 1), 0.01) * np.where(np.arange(n) % 2, 1, -1)[:, None]
+    assert ewma_covariance(r, lam)[0, 0] == pytest.approx(1e-4)
+
+
+def _history(prices: dict[str, float], returns: dict[str, np.ndarray]) -> pl.DataFrame:
+    rows = []
+    for asset, r in returns.items():
+        closes = [prices[asset]]
+        for x in r[::-1]:
+            closes.append(closes[-1] / (1 + x))
+        closes = closes[::-1]
+        for i, c in enumerate(closes):
+            rows.append((BUSINESS_DATE - timedelta(days=len(closes) - 1 - i), asset, c))
+    return pl.DataFrame(rows, schema={"date": pl.Date, "asset": pl.String, "close_usd": pl.Float64}, orient="row")
+
+
+def test_return_window_and_scenario_pnl_with_option_revaluation(tiny_book):
+    rng = np.random.default_rng(11)
+    rets = {"BTC": rng.normal(0, 0.03, 20), "ETH": rng.normal(0, 0.04, 20)}
+    hist = _history({"BTC": 91_000.0, "ETH": 3_100.0}, rets)
+    w = return_window(hist, ["BTC", "ETH"], BUSINESS_DATE, 10)
+    assert w.dates[-1] == BUSINESS_DATE and len(w.dates) == 10
+    np.testing.assert_allclose(w.returns[:, 0], rets["BTC"][-10:], rtol=1e-9)
+
+    settings = Settings()
+    lines = build_lines(tiny_book, BUSINESS_DATE, settings)
+    pnl = scenario_pnl(["A", "B"], lines, w)
+    t = 38 / 365
+    for j in range(10):
+        rb, re = w.returns[j]
+        # A: 1 BTC spot + 2 × 91,000 perp delta, linear in the return.
+        assert pnl[0, j] == pytest.approx(273_000 * rb)
+        call = 5 * (black_price(3100 * (1 + re), 3000, t, 0.6, True) - black_price(3100, 3000, t, 0.6, True))
+        want_b = 31_000 * re + (-100 * 10 * 3100 / 3000) * re + call
+        assert pnl[1, j] == pytest.approx(want_b)
+
+
+def test_delta_matrix_sums_lines_by_asset(tiny_book):
+    lines = build_lines(tiny_book, BUSINESS_DATE, Settings())
+    d = delta_matrix(["A", "B"], ["BTC", "ETH"], exposure_by_underlying(lines))
+    assert d[0].tolist() == pytest.approx([273_000.0, 0.0])
+    assert d[1, 0] == 0.0
