@@ -106,6 +106,9 @@ def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataF
     out = []
     for name, dtype in schema.columns.items():
         src = frame[name]
+        if dtype == pl.String and src.dtype == pl.String:
+            out.append(pl.col(name).str.strip_chars())
+            continue
         if src.dtype == dtype or (dtype == pl.Float64 and src.dtype.is_numeric()):
             out.append(pl.col(name).cast(dtype))
             continue

@@ -1,0 +1,83 @@
+"""Reading drop files with the contract schema: types, rows named in errors."""
+
+from datetime import date
+
+import polars as pl
+import pytest
+
+from reporting.errors import InputError
+from reporting.ingest import find_table_file, merge_history, read_table_file
+from reporting.schemas import BALANCES, PRICE_HISTORY
+
+HEADER = "business_date,entity_id,account_id,venue,asset,amount\n"
+
+
+def write(tmp_path, name, text, encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+def test_types_and_row_numbers(tmp_path):
+    path = write(tmp_path, "balances.csv", HEADER + "2026-11-24, E1 ,A1,X,BTC,1.5\n2026-11-24,E1,A1,X,USD,-100\n")
+    typed, raw = read_table_file(path, BALANCES)
+    assert typed.schema["amount"] == pl.Float64 and typed.schema["business_date"] == pl.Date
+    assert typed["_row"].to_list() == [1, 2]
+    assert typed["entity_id"].to_list() == ["E1", "E1"]  # surrounding blanks stripped
+    assert raw.height == 2
+
+
+def test_header_only_file_is_an_empty_table(tmp_path):
+    typed, _ = read_table_file(write(tmp_path, "balances.csv", HEADER), BALANCES)
+    assert typed.height == 0 and typed.schema["amount"] == pl.Float64
+
+
+@pytest.mark.parametrize("text,needle", [
+    (HEADER + "2026-11-24,E1,A1,X,BTC,1.5\n2026-11-24,E1,A1,X,ETH,1 000\n", "rows 2: column 'amount'"),
+    (HEADER + "24/11/2026,E1,A1,X,BTC,1.5\n", "rows 1: column 'business_date' must be a date as YYYY-MM-DD"),
+    ("business_date,entity_id,acount_id,venue,asset,amount\n", "missing column(s) 'account_id' (found 'acount_id'"),
+    ("", "empty file without a header"),
+])
+def test_bad_files_name_file_rows_and_rule(tmp_path, text, needle):
+    path = write(tmp_path, "balances.csv", text)
+    with pytest.raises(InputError) as err:
+        read_table_file(path, BALANCES)
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    path = write(tmp_path, "balances.csv", HEADER.encode() + b"2026-11-24,E\xe91,A1,X,BTC,1\n")
+    with pytest.raises(InputError, match=r"line 2 \(row 1\).*not UTF-8"):
+        read_table_file(path, BALANCES)
+
+
+def test_missing_and_duplicate_files(tmp_path):
+    with pytest.raises(InputError, match="missing file"):
+        find_table_file(tmp_path, "positions")
+    write(tmp_path, "positions.csv", "x\n")
+    write(tmp_path, "positions.parquet", b"")
+    with pytest.raises(InputError, match="both positions.csv and positions.parquet"):
+        find_table_file(tmp_path, "positions")
+
+
+def test_parquet_with_other_types_is_cast_or_rejected(tmp_path):
+    good = pl.DataFrame({"business_date": ["2026-11-24"], "entity_id": ["E"], "account_id": ["A"],
+                         "venue": ["X"], "asset": ["BTC"], "amount": [2]})
+    good.write_parquet(tmp_path / "balances.parquet")
+    typed, _ = read_table_file(tmp_path / "balances.parquet", BALANCES)
+    assert typed["amount"].to_list() == [2.0] and typed["business_date"].to_list() == [date(2026, 11, 24)]
+    good.with_columns(amount=pl.lit("lots")).write_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match="column 'amount' must be a Float64"):
+        read_table_file(tmp_path / "bad.parquet", BALANCES)
+
+
+def test_history_merge_later_sources_win():
+    d = date(2026, 11, 24)
+    stored = pl.DataFrame({"date": [date(2026, 11, 22), date(2026, 11, 23)], "asset": ["BTC", "BTC"],
+                           "close_usd": [1.0, 2.0], "business_date": [date(2026, 11, 23)] * 2})
+    drop = pl.DataFrame({"date": [date(2026, 11, 23)], "asset": ["BTC"], "close_usd": [2.5]},
+                        schema=PRICE_HISTORY.columns)
+    prices = pl.DataFrame({"asset": ["BTC"], "price_usd": [3.0]})
+    h = merge_history(stored, drop, prices, d)
+    assert h["close_usd"].to_list() == [1.0, 2.5, 3.0]
+    assert h["date"].to_list() == [date(2026, 11, 22), date(2026, 11, 23), d]
