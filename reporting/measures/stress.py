@@ -2,7 +2,8 @@
 
 A scenario is a set of rows `asset, price_shock, vol_shock`; `asset = *` shocks
 every non-cash asset, and a row naming an asset overrides `*` for that asset (so
-a stablecoin depeg names the stablecoin). Spot balances move with their asset's
+a stablecoin depeg names the stablecoin); a named row without a vol shock takes
+the `*` row's. Spot balances move with their asset's
 shock, linear and inverse contracts by delta exposure × shock (exact: their USD
 value is linear in the mark), options by Black-76 full revaluation at the
 shocked spot and vol (vol floored at 1 %, time to expiry held).
@@ -24,7 +25,7 @@ def shock_matrix(scenarios: pl.DataFrame, assets: list[str], cash_assets: tuple[
     grid = pl.DataFrame({"asset": assets}).join(ids.select("scenario_id"), how="cross").with_columns(
         is_cash=pl.col("asset").is_in(list(cash_assets))
     )
-    sc = scenarios.select("scenario_id", "asset", "price_shock", pl.col("vol_shock").fill_null(0.0))
+    sc = scenarios.select("scenario_id", "asset", "price_shock", "vol_shock")
     named = sc.filter(pl.col("asset") != "*")
     star = sc.filter(pl.col("asset") == "*").drop("asset")
     full = (
