@@ -51,3 +51,9 @@ class RunLockedError(LevtrackError):
     """Another run holds the lock for this business date."""
 
     exit_code = 6
+
+
+class RenderError(LevtrackError):
+    """A report cannot be rendered: inconsistent inputs, or a forbidden resource."""
+
+    exit_code = 7

@@ -1,0 +1,125 @@
+"""The daily flow end to end on the bundled sample book, through the `levtrack` CLI."""
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from pypdf import PdfReader
+
+from flows.cli import main
+from reporting import lake
+from reporting.archive import runs_for_date, verify_archive
+from reporting.sample import DEFAULT_BUSINESS_DATE, write_sample_book
+
+pytestmark = pytest.mark.slow
+D = DEFAULT_BUSINESS_DATE
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_cli(book, root: Path, capsys) -> tuple[int, str, str]:
+    code = main(["run", "--date", D.isoformat(), "--inbox", str(book.inbox), "--reference", str(book.reference),
+                 "--lake", str(root / "lake"), "--archive", str(root / "archive")])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    book = write_sample_book(root / "book")
+    code = main(["run", "--date", D.isoformat(), "--inbox", str(book.inbox), "--reference", str(book.reference),
+                 "--lake", str(root / "lake"), "--archive", str(root / "archive")])
+    assert code == 0
+    return root, book
+
+
+def test_archive_holds_summary_entity_reports_and_manifest(first_run):
+    root, book = first_run
+    (run,) = runs_for_date(root / "archive", D)
+    files = {p.relative_to(run.path).as_posix() for p in run.path.rglob("*") if p.is_file()}
+    assert {"summary.html", "summary.pdf", "manifest.json"} <= files
+    assert len([f for f in files if f.startswith("entities/") and f.endswith(".pdf")]) == 25
+    m = run.manifest
+    # every output's hash, recomputed here
+    assert {e["path"]: e["sha256"] for e in m["outputs"]} == {
+        f: sha256(run.path / f) for f in files if f != "manifest.json"}
+    # every input file's hash
+    inputs = {Path(e["path"]).name: e["sha256"] for e in m["inputs"]}
+    for p in list(book.inbox.rglob("*.csv")) + list(book.reference.glob("*.csv")):
+        assert inputs[p.name] == sha256(p)
+    assert m["parameters"]["lookback"] == 250 and m["supersedes"] is None
+    assert m["code_version"]["source_sha256"]
+    assert verify_archive(root / "archive") == []
+
+
+def test_summary_pdf_shows_breaches_first_with_hand_checked_figures(first_run):
+    root, _ = first_run
+    (run,) = runs_for_date(root / "archive", D)
+    text = "\n".join(page.extract_text() for page in PdfReader(run.path / "summary.pdf").pages)
+    first_page = PdfReader(run.path / "summary.pdf").pages[0].extract_text()
+    # The sample book is built so that (sample.py docstring, tests/test_sample.py hand checks):
+    # KESTREL runs 7.00x gross against a 5x limit; DESK07 4.30x (warning); MERLIN has equity -350,000.
+    assert "Client Group Kestrel" in first_page and "7.00×" in first_page
+    assert "Desk 7 – Basis" in first_page and "4.30×" in first_page
+    assert "−$350,000" in text
+    assert first_page.index("BREACH") < first_page.index("WARNING")
+    for bad in ("None", "nan", "inf"):
+        assert f" {bad} " not in text
+
+
+def test_lake_tables_are_written_as_hive_partitions(first_run):
+    root, _ = first_run
+    metrics = pl.read_parquet(root / "lake" / "entity_metrics", hive_partitioning=True)
+    assert metrics.height == 25 and metrics["business_date"].unique().to_list() == [D]
+    kestrel = metrics.filter(pl.col("entity_id") == "KESTREL").row(0, named=True)
+    assert kestrel["gross_leverage"] == pytest.approx(7.0, rel=1e-6)
+    util = lake.read_table(root / "lake", "limit_utilization", on=D)
+    statuses = dict(util.group_by("entity_id").agg(pl.col("status")).iter_rows())
+    assert "breach" in statuses["KESTREL"] and "breach" in statuses["MERLIN"]
+    assert "warning" in statuses["DESK07"] and "breach" not in statuses["DESK07"]
+    assert lake.read_table(root / "lake", "validation_results", on=D)["success"].all()
+    for raw in ("raw_balances", "raw_positions", "raw_limits", "price_history", "backtest", "stress_results"):
+        assert lake.partitions(root / "lake", raw) == [D]
+
+
+def test_rerun_supersedes_and_replaces_the_partition(first_run, capsys):
+    root, book = first_run
+    before = snapshot(root / "archive")
+    code, out, _ = run_cli(book, root, capsys)
+    assert code == 0 and "summary.pdf" in out
+    runs = runs_for_date(root / "archive", D)
+    assert len(runs) == 2
+    assert runs[1].manifest["supersedes"] == runs[0].run_id
+    assert {k: v for k, v in snapshot(root / "archive").items() if k in before} == before  # untouched
+    assert lake.read_table(root / "lake", "entity_metrics").height == 25  # replaced, not appended
+    assert verify_archive(root / "archive") == []
+
+
+def test_bad_drop_fails_clearly_and_stores_nothing(first_run, capsys, tmp_path):
+    root, book = first_run
+    positions = book.inbox / D.isoformat() / "positions.csv"
+    original = positions.read_text()
+    lines = original.splitlines()
+    cells = lines[3].split(",")
+    cells[4] = "NO-SUCH-PERP"  # instrument_id of data row 3
+    lines[3] = ",".join(cells)
+    before_lake, before_archive = snapshot(root / "lake"), snapshot(root / "archive")
+    try:
+        positions.write_text("\n".join(lines) + "\n")
+        code, _, err = run_cli(book, root, capsys)
+    finally:
+        positions.write_text(original)
+    assert code == 4
+    assert "positions" in err and "instrument_id must exist in instruments" in err and "row 3: NO-SUCH-PERP" in err
+    assert err.startswith("levtrack run: 2 critical validation rule(s) failed")
+    assert snapshot(root / "lake") == before_lake and snapshot(root / "archive") == before_archive
