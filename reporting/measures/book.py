@@ -16,12 +16,12 @@ from ..config import Settings
 from ..schemas import ENTITY_METRIC_COLUMNS
 from .backtest import backtest
 from .exposure import build_lines, entity_exposure, exposure_by_underlying
-from .limits import exposure_reduction, limit_utilization
+from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit
 from .margin import TierTable, account_margin
 from .stress import stress_results, worst_stress
 from .var import (
-    delta_matrix, ewma_covariance, historical_es, historical_var, normal_quantile,
-    parametric_var, return_window, sample_covariance, scenario_pnl,
+    delta_matrix, ewma_covariance, historical_es, historical_var, implied_vol_matrix, loss_per_unit_gross,
+    normal_quantile, parametric_var, return_window, sample_covariance, scenario_pnl,
 )
 
 FLAG_SCHEMA = {"entity_id": pl.String, "flag": pl.String, "message": pl.String}
@@ -69,7 +69,6 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
             business_date=pl.lit(business_date),
             var_99_1d_hist_pct=pl.when(pl.col("equity_usd") > 0)
             .then(pl.col("var_99_1d_hist_usd") / pl.col("equity_usd") * 100.0),
-            max_gross_leverage_for_var_limit=pl.lit(None, pl.Float64),
             exposure_reduction_usd=pl.lit(None, pl.Float64),
         )
         .sort("entity_id")
@@ -79,7 +78,8 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         lines=lines,
         exposures=exposures.with_columns(business_date=pl.lit(business_date)),
         account_metrics=accounts,
-        entity_metrics=metrics.select(*ENTITY_METRIC_COLUMNS, "accounts_under_water"),
+        entity_metrics=metrics.with_columns(max_gross_leverage_for_var_limit=pl.lit(None, pl.Float64))
+        .select(*ENTITY_METRIC_COLUMNS, "accounts_under_water", "var_loss_per_gross"),
         stress_results=stress,
         backtest=var["backtest"],
         backtest_series=var["series"],
@@ -99,13 +99,21 @@ def _var_family(entity_ids, lines, exposures, history, business_date, settings) 
     recent = window.returns[window.returns.shape[0] - n:] if n else np.zeros((0, len(window.assets)))
     z = normal_quantile(settings.var_confidence)
     param = parametric_var(d, sample_covariance(recent), z) if n > 1 else np.full(len(entity_ids), np.nan)
-    ewma = parametric_var(d, ewma_covariance(recent, settings.ewma_lambda), z) if n else np.full(len(entity_ids), np.nan)
+    ewma_cov = ewma_covariance(recent, settings.ewma_lambda)
+    ewma = parametric_var(d, ewma_cov, z) if n else np.full(len(entity_ids), np.nan)
+    gross = (
+        pl.DataFrame({"entity_id": entity_ids})
+        .join(exposures.group_by("entity_id").agg(g=pl.col("gross_exposure_usd").sum()), on="entity_id",
+              how="left", maintain_order="left")["g"].fill_null(0.0).to_numpy()
+    )
+    per_gross = loss_per_unit_gross(d, gross, ewma_cov, implied_vol_matrix(entity_ids, window.assets, lines), z)
     metrics = pl.DataFrame({
         "entity_id": entity_ids,
         "var_99_1d_hist_usd": hist, "es_975_1d_hist_usd": es,
         "var_99_1d_param_usd": param, "var_99_1d_ewma_usd": ewma,
         "var_99_10d_hist_usd": hist * np.sqrt(settings.horizon_days),
         "var_observations": [n] * len(entity_ids),
+        "var_loss_per_gross": per_gross,
     }, schema_overrides={"var_observations": pl.Int64}).with_columns(pl.col(pl.Float64).fill_nan(None))
     summary, series = backtest(entity_ids, pnl, window.dates, settings.lookback, settings.backtest_days,
                                settings.var_confidence, business_date)
@@ -144,5 +152,10 @@ def apply_limits(results: MeasureResults, limits: pl.DataFrame, previous: pl.Dat
     )
     util = limit_utilization(metrics, limits, insolvent, previous, settings.default_warn_at)
     reduction = exposure_reduction(util, metrics)
-    metrics = metrics.drop("exposure_reduction_usd").join(reduction, on="entity_id", how="left")
+    allowed = max_leverage_for_var_limit(limits, metrics, settings.default_warn_at)
+    metrics = (
+        metrics.drop("exposure_reduction_usd", "max_gross_leverage_for_var_limit")
+        .join(reduction, on="entity_id", how="left")
+        .join(allowed, on="entity_id", how="left")
+    )
     return metrics.select(*ENTITY_METRIC_COLUMNS), util

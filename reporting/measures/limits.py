@@ -108,3 +108,30 @@ def exposure_reduction(utilization: pl.DataFrame, metrics: pl.DataFrame) -> pl.D
         .join(need, on="entity_id", how="left")
         .select("entity_id", exposure_reduction_usd=pl.col("gross_exposure_usd") * (1 - pl.col("keep").fill_null(1.0)))
     )
+
+
+def max_leverage_for_var_limit(limits: pl.DataFrame, metrics: pl.DataFrame, default_warn_at: float) -> pl.DataFrame:
+    """Largest gross leverage today's volatility allows within the entity's VaR limit.
+
+    VaR limit in USD: the entity's `max` limit on `var_99_1d_hist_usd`, else its `max`
+    limit on `var_99_1d_hist_pct` × equity / 100. Allowed leverage = (VaR limit / equity)
+    / (1-day 99 % loss per USD of gross exposure, `var_loss_per_gross`). Null when
+    equity ≤ 0, no VaR limit applies, or the book carries no risk.
+    """
+    resolved = resolve_limits(limits, metrics["entity_id"].to_list(), default_warn_at).filter(
+        (pl.col("kind") == "max") & pl.col("metric").is_in(["var_99_1d_hist_usd", "var_99_1d_hist_pct"]))
+    wide = resolved.pivot(on="metric", index="entity_id", values="limit")
+    for col in ("var_99_1d_hist_usd", "var_99_1d_hist_pct"):
+        if col not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, pl.Float64).alias(col))
+    equity = pl.col("equity_usd")
+    var_limit = pl.coalesce(pl.col("var_99_1d_hist_usd"), pl.col("var_99_1d_hist_pct") / 100.0 * equity)
+    return (
+        metrics.select("entity_id", "equity_usd", "var_loss_per_gross")
+        .join(wide.select("entity_id", "var_99_1d_hist_usd", "var_99_1d_hist_pct"), on="entity_id", how="left")
+        .select(
+            "entity_id",
+            max_gross_leverage_for_var_limit=pl.when((equity > 0) & (pl.col("var_loss_per_gross") > 0))
+            .then(var_limit / equity / pl.col("var_loss_per_gross")),
+        )
+    )

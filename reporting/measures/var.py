@@ -153,3 +153,38 @@ def delta_matrix(entity_ids: list[str], assets: list[str], exposures: pl.DataFra
         x["delta_exposure_usd"].to_numpy(),
     )
     return out
+
+
+def loss_per_unit_gross(exposure: np.ndarray, gross: np.ndarray, ewma_cov: np.ndarray,
+                        implied_daily_vol: np.ndarray, z: float) -> np.ndarray:
+    """1-day loss at z per USD of gross exposure, for the leverage adjustment.
+
+    Volatility per asset is the entity's option-implied vol where it holds options on
+    the underlying (`implied_daily_vol`, NaN elsewhere) and the EWMA vol otherwise;
+    correlations are the EWMA correlations. Null (NaN) where gross exposure is 0.
+    """
+    vol = np.sqrt(np.maximum(np.diag(ewma_cov), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where(np.outer(vol, vol) > 0, ewma_cov / np.outer(vol, vol), 0.0)
+    np.fill_diagonal(corr, 1.0)
+    sigma = np.where(np.isnan(implied_daily_vol), vol[None, :], implied_daily_vol)
+    x = exposure * sigma
+    quad = np.einsum("ea,ab,eb->e", x, corr, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(gross > 0, z * np.sqrt(np.maximum(quad, 0.0)) / gross, np.nan)
+
+
+def implied_vol_matrix(entity_ids: list[str], assets: list[str], lines: pl.DataFrame) -> np.ndarray:
+    """Entities × assets daily implied vol (|vega|-weighted mean of the entity's options; NaN: none)."""
+    out = np.full((len(entity_ids), len(assets)), np.nan)
+    opts = lines.filter((pl.col("line_kind") == "option") & pl.col("underlying").is_in(assets))
+    if opts.is_empty() or not assets:
+        return out
+    iv = opts.group_by("entity_id", "underlying").agg(
+        iv=(pl.col("implied_vol") * pl.col("vega_usd").abs()).sum() / pl.col("vega_usd").abs().sum()
+    ).filter(pl.col("iv").is_finite())
+    e_index = {e: i for i, e in enumerate(entity_ids)}
+    a_index = {a: i for i, a in enumerate(assets)}
+    out[iv["entity_id"].replace_strict(e_index, return_dtype=pl.Int64).to_numpy(),
+        iv["underlying"].replace_strict(a_index, return_dtype=pl.Int64).to_numpy()] = iv["iv"].to_numpy() / np.sqrt(365.0)
+    return out

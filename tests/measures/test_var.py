@@ -117,3 +117,17 @@ def test_delta_matrix_sums_lines_by_asset(tiny_book):
     d = delta_matrix(["A", "B"], ["BTC", "ETH"], exposure_by_underlying(lines))
     assert d[0].tolist() == pytest.approx([273_000.0, 0.0])
     assert d[1, 0] == 0.0
+
+
+def test_loss_per_unit_gross_uses_implied_vol_where_options_are_held():
+    from reporting.measures.var import loss_per_unit_gross
+
+    cov = np.array([[0.03**2, 0.5 * 0.03 * 0.05], [0.5 * 0.03 * 0.05, 0.05**2]])
+    d = np.array([[100.0, 50.0], [100.0, 50.0]])
+    gross = np.array([150.0, 150.0])
+    iv = np.array([[np.nan, np.nan], [np.nan, 0.8 / math.sqrt(365)]])
+    got = loss_per_unit_gross(d, gross, cov, iv, Z99)
+    s2 = 0.8 / math.sqrt(365)
+    want0 = Z99 * math.sqrt((100 * 0.03) ** 2 + (50 * 0.05) ** 2 + 2 * 0.5 * 100 * 0.03 * 50 * 0.05) / 150
+    want1 = Z99 * math.sqrt((100 * 0.03) ** 2 + (50 * s2) ** 2 + 2 * 0.5 * 100 * 0.03 * 50 * s2) / 150
+    assert got.tolist() == pytest.approx([want0, want1])

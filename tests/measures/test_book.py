@@ -1,0 +1,53 @@
+"""All measures together on the tiny book with a hand-made price history."""
+
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from reporting.config import Settings
+from reporting.measures.book import apply_limits, compute_measures
+
+from .conftest import BUSINESS_DATE
+
+BTC_RETURNS = [0.01, -0.02, 0.005, -0.04, 0.03, 0.0, -0.01, 0.02, -0.005, 0.015]
+ETH_RETURNS = [0.0] * 10
+Z99 = 2.3263478740408408
+
+
+def history() -> pl.DataFrame:
+    rows = []
+    for asset, last, rets in (("BTC", 91_000.0, BTC_RETURNS), ("ETH", 3_100.0, ETH_RETURNS)):
+        closes = [last]
+        for r in reversed(rets):
+            closes.insert(0, closes[0] / (1 + r))
+        for i, c in enumerate(closes):
+            rows.append((BUSINESS_DATE - timedelta(days=len(closes) - 1 - i), asset, c))
+    return pl.DataFrame(rows, schema={"date": pl.Date, "asset": pl.String, "close_usd": pl.Float64}, orient="row")
+
+
+def test_var_family_and_limits_on_the_tiny_book(tiny_book):
+    settings = Settings(lookback=10, backtest_days=5)
+    res = compute_measures(tiny_book, history(), BUSINESS_DATE, settings)
+    a = res.entity_metrics.filter(pl.col("entity_id") == "A").row(0, named=True)
+    losses = [-273_000 * r for r in BTC_RETURNS]  # A is linear in BTC: 91,000 spot + 182,000 perp
+    # N = 10 at 99 %: m = ceil(0.1) = 1, the worst loss; ES at 97.5 %: k = 0.25, also the worst.
+    assert a["var_99_1d_hist_usd"] == pytest.approx(max(losses))
+    assert a["es_975_1d_hist_usd"] == pytest.approx(max(losses))
+    assert a["var_99_10d_hist_usd"] == pytest.approx(max(losses) * 10**0.5)
+    assert a["var_99_1d_hist_pct"] == pytest.approx(max(losses) / 43_000 * 100)
+    assert a["var_99_1d_param_usd"] == pytest.approx(Z99 * 273_000 * np.std(BTC_RETURNS, ddof=1))
+    w = np.array([(1 - 0.94) * 0.94**i / (1 - 0.94**10) for i in range(10)])[::-1]
+    assert a["var_99_1d_ewma_usd"] == pytest.approx(Z99 * 273_000 * np.sqrt(np.sum(w * np.square(BTC_RETURNS))))
+    assert a["var_observations"] == 10
+    assert a["worst_stress_loss_usd"] == pytest.approx(0.4 * 273_000) and a["worst_stress_scenario"] == "crash"
+    # With 10 returns of history and a 10-return look-back, the backtest has no observations.
+    assert res.backtest.filter(pl.col("entity_id") == "A")["observations"].item() == 0
+
+    metrics, util = apply_limits(res, tiny_book["limits"], None, settings)
+    row = util.filter((pl.col("entity_id") == "A") & (pl.col("metric") == "gross_leverage")).row(0, named=True)
+    assert row["limit"] == 3.0 and row["status"] == "breach"
+    assert row["utilization"] == pytest.approx(273_000 / 43_000 / 3)
+    a = metrics.filter(pl.col("entity_id") == "A").row(0, named=True)
+    assert a["exposure_reduction_usd"] == pytest.approx(273_000 * (1 - 3 / (273_000 / 43_000)))
