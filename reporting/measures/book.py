@@ -151,7 +151,7 @@ def apply_limits(results: MeasureResults, limits: pl.DataFrame, previous: pl.Dat
         "entity_id", insolvent=(pl.col("equity_usd") <= 0) | (pl.col("accounts_under_water") > 0)
     )
     util = limit_utilization(metrics, limits, insolvent, previous, settings.default_warn_at)
-    reduction = exposure_reduction(util, metrics)
+    reduction = exposure_reduction(util, metrics, insolvent)
     allowed = max_leverage_for_var_limit(limits, metrics, settings.default_warn_at)
     metrics = (
         metrics.drop("exposure_reduction_usd", "max_gross_leverage_for_var_limit")

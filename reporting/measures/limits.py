@@ -92,9 +92,11 @@ def limit_utilization(metrics: pl.DataFrame, limits: pl.DataFrame, insolvent: pl
     )
 
 
-def exposure_reduction(utilization: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
+def exposure_reduction(utilization: pl.DataFrame, metrics: pl.DataFrame, insolvent: pl.DataFrame) -> pl.DataFrame:
     """USD of gross exposure to cut, scaling the whole book, so every breached `max`
-    limit on an exposure-scaled metric comes back to its limit: gross × (1 − min limit/value)."""
+    limit on an exposure-scaled metric comes back to its limit: gross × (1 − min limit/value).
+
+    Null for an insolvent entity: no cut in exposure restores undefined leverage."""
     need = (
         utilization.filter(
             (pl.col("status") == "breach") & (pl.col("kind") == "max")
@@ -106,15 +108,17 @@ def exposure_reduction(utilization: pl.DataFrame, metrics: pl.DataFrame) -> pl.D
     return (
         metrics.select("entity_id", "gross_exposure_usd")
         .join(need, on="entity_id", how="left")
-        .select("entity_id", exposure_reduction_usd=pl.col("gross_exposure_usd") * (1 - pl.col("keep").fill_null(1.0)))
+        .join(insolvent, on="entity_id", how="left")
+        .select("entity_id", exposure_reduction_usd=pl.when(~pl.col("insolvent").fill_null(False))
+                .then(pl.col("gross_exposure_usd") * (1 - pl.col("keep").fill_null(1.0))))
     )
 
 
 def max_leverage_for_var_limit(limits: pl.DataFrame, metrics: pl.DataFrame, default_warn_at: float) -> pl.DataFrame:
     """Largest gross leverage today's volatility allows within the entity's VaR limit.
 
-    VaR limit in USD: the entity's `max` limit on `var_99_1d_hist_usd`, else its `max`
-    limit on `var_99_1d_hist_pct` × equity / 100. Allowed leverage = (VaR limit / equity)
+    VaR limit in USD: the entity's `max` limit on `var_99_1d_hist_usd` or on
+    `var_99_1d_hist_pct` × equity / 100, the tighter where both apply. Allowed leverage = (VaR limit / equity)
     / (1-day 99 % loss per USD of gross exposure, `var_loss_per_gross`). Null when
     equity ≤ 0, no VaR limit applies, or the book carries no risk.
     """
@@ -125,7 +129,7 @@ def max_leverage_for_var_limit(limits: pl.DataFrame, metrics: pl.DataFrame, defa
         if col not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.Float64).alias(col))
     equity = pl.col("equity_usd")
-    var_limit = pl.coalesce(pl.col("var_99_1d_hist_usd"), pl.col("var_99_1d_hist_pct") / 100.0 * equity)
+    var_limit = pl.min_horizontal(pl.col("var_99_1d_hist_usd"), pl.col("var_99_1d_hist_pct") / 100.0 * equity)
     return (
         metrics.select("entity_id", "equity_usd", "var_loss_per_gross")
         .join(wide.select("entity_id", "var_99_1d_hist_usd", "var_99_1d_hist_pct"), on="entity_id", how="left")

@@ -63,9 +63,10 @@ def test_exposure_reduction_brings_worst_breach_back_to_limit():
     m = metrics(gross_leverage=[6.0, 1.0, 1.0], leverage_ratio_pct=[10.0, 10.0, 10.0],
                 gross_exposure_usd=[600.0, 100.0, 100.0])
     u = limit_utilization(m, LIMITS, INSOLVENT, None, 0.8)
-    r = {x["entity_id"]: x["exposure_reduction_usd"] for x in exposure_reduction(u, m).iter_rows(named=True)}
+    r = {x["entity_id"]: x["exposure_reduction_usd"] for x in exposure_reduction(u, m, INSOLVENT).iter_rows(named=True)}
     assert r["A"] == pytest.approx(600 * (1 - 3 / 6))  # gross leverage 6× against 3×: halve the book
     assert r["B"] == 0.0
+    assert r["C"] is None  # insolvent: no cut restores undefined leverage
 
 
 def test_max_gross_leverage_within_var_limit():
@@ -76,6 +77,6 @@ def test_max_gross_leverage_within_var_limit():
     limits = pl.DataFrame({"entity_id": ["*", "A"], "metric": ["var_99_1d_hist_pct", "var_99_1d_hist_usd"],
                            "limit": [10.0, 80_000.0], "kind": ["max", "max"], "warn_at": [None, None]})
     got = dict(max_leverage_for_var_limit(limits, m, 0.8).iter_rows())
-    assert got["A"] == pytest.approx((80_000 / 1_000_000) / 0.05)  # USD limit: 8 % of equity -> 1.6x
+    assert got["A"] == pytest.approx((80_000 / 1_000_000) / 0.05)  # USD limit (8 %) tighter than 10 %: 1.6x
     assert got["B"] == pytest.approx(0.10 / 0.04)  # 10 % of equity -> 2.5x
     assert got["C"] is None  # no leverage on negative equity
