@@ -102,7 +102,19 @@ def report_inputs(inputs: DailyInputs, results: DailyResults, validation: Valida
         stress_results=results.measures.stress_results,
         validation_results=validation.results,
         flags=results.measures.flags,
+        backtest_series=results.measures.backtest_series,
+        metrics_history=metrics_history(settings, inputs.business_date, results.entity_metrics),
+        concentration=results.measures.concentration,
     )
+
+
+def metrics_history(settings: Settings, business_date: date, today: pl.DataFrame) -> pl.DataFrame:
+    """Entity metrics of every earlier business date in the lake, plus today's."""
+    earlier = lake.read_table(settings.lake, "entity_metrics", before=business_date)
+    if earlier is None:
+        return today
+    both = pl.concat([earlier, today], how="diagonal_relaxed")  # older partitions may lack newer columns
+    return both.select(today.columns).sort("entity_id", "business_date")
 
 
 def render(report: ReportInputs, settings: Settings) -> Path:
@@ -148,6 +160,7 @@ def output_tables(inputs: DailyInputs, results: DailyResults, validation: Valida
         "entity_metrics": results.entity_metrics,
         "account_metrics": m.account_metrics,
         "exposures": m.exposures,
+        "concentration": m.concentration,
         "limit_utilization": results.limit_utilization,
         "backtest": m.backtest,
         "backtest_series": m.backtest_series,

@@ -72,7 +72,8 @@ STATUS_ORDER: dict[str, int] = {"breach": 0, "warning": 1, "ok": 2, "none": 3}
 """Report order of entity and limit statuses. ``none``: the entity has no limit rows."""
 
 FRACTION_METRICS: frozenset[str] = frozenset(
-    {"utilization", "prev_utilization", "margin_utilization", "liquidation_distance"}
+    {"utilization", "prev_utilization", "margin_utilization", "liquidation_distance",
+     "max_open_interest_share", "open_interest_share"}
 )
 """Columns holding plain fractions that print as percentages (0.824 → ``82.4 %``).
 
@@ -192,6 +193,12 @@ class ReportInputs:
     stress_results: pl.DataFrame
     validation_results: pl.DataFrame
     flags: pl.DataFrame
+    backtest_series: pl.DataFrame | None = None
+    """entity_id, date, pnl_usd, var_usd, exception: the daily PnL against the day's VaR."""
+    metrics_history: pl.DataFrame | None = None
+    """entity_metrics of every business date in the lake up to and including this one."""
+    concentration: pl.DataFrame | None = None
+    """entity_id, instrument_id, venue, contracts, open_interest, open_interest_share."""
 
 
 # ----------------------------------------------------------------------- formatting

@@ -178,6 +178,7 @@ ENTITY_METRIC_COLUMNS: tuple[str, ...] = (
     "worst_stress_loss_usd",
     "worst_stress_scenario",
     "crypto_exposure_pct_tier1",
+    "max_open_interest_share",
     "max_gross_leverage_for_var_limit",
     "exposure_reduction_usd",
 )

@@ -15,7 +15,7 @@ import polars as pl
 from ..config import Settings
 from ..schemas import ENTITY_METRIC_COLUMNS
 from .backtest import backtest
-from .exposure import build_lines, entity_exposure, exposure_by_underlying
+from .exposure import build_lines, entity_exposure, exposure_by_underlying, open_interest_share
 from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit
 from .margin import TierTable, account_margin
 from .stress import stress_results, worst_stress
@@ -31,6 +31,7 @@ FLAG_SCHEMA = {"entity_id": pl.String, "flag": pl.String, "message": pl.String}
 class MeasureResults:
     lines: pl.DataFrame
     exposures: pl.DataFrame
+    concentration: pl.DataFrame
     account_metrics: pl.DataFrame
     entity_metrics: pl.DataFrame
     stress_results: pl.DataFrame
@@ -58,6 +59,8 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         accounts_under_water=pl.col("under_water").sum(),
     )
 
+    concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
+    max_share = concentration.group_by("entity_id").agg(max_open_interest_share=pl.col("open_interest_share").max())
     var = _var_family(entity_ids, lines, exposures, history, business_date, settings)
     stress = stress_results(entity_ids, lines, tables["scenarios"], settings.cash_assets, business_date)
 
@@ -65,6 +68,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         exposure.join(margin, on="entity_id", how="left")
         .join(var["metrics"], on="entity_id", how="left")
         .join(worst_stress(stress), on="entity_id", how="left")
+        .join(max_share, on="entity_id", how="left")
         .with_columns(
             business_date=pl.lit(business_date),
             var_99_1d_hist_pct=pl.when(pl.col("equity_usd") > 0)
@@ -77,6 +81,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
     return MeasureResults(
         lines=lines,
         exposures=exposures.with_columns(business_date=pl.lit(business_date)),
+        concentration=concentration,
         account_metrics=accounts,
         entity_metrics=metrics.with_columns(max_gross_leverage_for_var_limit=pl.lit(None, pl.Float64))
         .select(*ENTITY_METRIC_COLUMNS, "accounts_under_water", "var_loss_per_gross"),

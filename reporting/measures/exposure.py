@@ -149,15 +149,34 @@ def option_value_usd(lines: pl.DataFrame, spot_factor: np.ndarray, vol_shift: np
 
 
 def exposure_by_underlying(lines: pl.DataFrame) -> pl.DataFrame:
-    """Per entity and underlying: net delta exposure and gross (sum of |line delta|)."""
+    """Per entity and underlying: net delta exposure, gross (sum of |line delta|), and the
+    options' dollar gamma (per 1 % move) and vega (per vol point)."""
     return (
         lines.filter(~pl.col("is_cash"))
         .group_by("entity_id", "underlying")
         .agg(
             delta_exposure_usd=pl.col("delta_exposure_usd").sum(),
             gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
+            gamma_usd=pl.col("gamma_usd").sum(),
+            vega_usd=pl.col("vega_usd").sum(),
         )
         .sort("entity_id", "underlying")
+    )
+
+
+def open_interest_share(lines: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFrame:
+    """Per entity and instrument: contracts held (Σ |quantity| over its accounts) as a
+    fraction of the instrument's open interest, where open interest is given and > 0."""
+    return (
+        lines.filter(pl.col("line_kind") != "spot")
+        .group_by("entity_id", "instrument_id", "venue")
+        .agg(contracts=pl.col("quantity").abs().sum())
+        .join(marks.select("instrument_id", "open_interest"), on="instrument_id", how="left")
+        .with_columns(
+            open_interest_share=pl.when(pl.col("open_interest") > 0)
+            .then(pl.col("contracts") / pl.col("open_interest"))
+        )
+        .sort("entity_id", "instrument_id", "venue")
     )
 
 
