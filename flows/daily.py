@@ -1,8 +1,9 @@
-"""`daily_leverage_report`: ingest → validate → measures and limits → render → publish.
+"""`daily_leverage_report`: recover → ingest → validate → measures and limits → render → publish.
 
-Thin by design: each task calls one `reporting.daily` step. Retries are on I/O
-only (reading the drop); nothing reaches the lake or the archive before the last
-task, so a failed run leaves both as they were.
+Thin by design: each task calls one `reporting.daily` step. One run per date at a
+time (a lock held for the whole flow); retries are on I/O only (reading the drop);
+nothing reaches the lake or the archive before the last task commits both as one
+unit, so a failed or killed run leaves them as they were (`recover` cleans up).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from reporting import daily
 from reporting.config import Settings
+from reporting.runlock import date_lock
 
 
 def _transient(task, task_run, state) -> bool:
@@ -26,6 +28,11 @@ def _transient(task, task_run, state) -> bool:
     except Exception:
         return False
     return False
+
+
+@task(name="recover", cache_policy=NO_CACHE, task_run_name="recover-{business_date}")
+def recover(settings: Settings, business_date: date) -> list[str]:
+    return daily.recover(settings)
 
 
 @task(name="ingest", cache_policy=NO_CACHE, task_run_name="ingest-{business_date}", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
@@ -58,12 +65,15 @@ def publish(inputs, results, validation, staging: Path, settings: Settings, crea
 def daily_leverage_report(business_date: date, settings: Settings) -> Path:
     """Run the daily leverage report for one business date; returns the archived run folder."""
     logger = get_run_logger()
-    run_id, created_at = daily.new_run()
-    inputs = ingest(settings, business_date)
-    validation = validate(inputs, settings)
-    results = measures(inputs, settings)
-    report = daily.report_inputs(inputs, results, validation, settings, run_id, created_at)
-    staging = render(report, settings)
-    run_dir = publish(inputs, results, validation, staging, settings, created_at)
+    with date_lock(settings.lake, business_date, wait_seconds=settings.lock_wait_seconds):
+        for line in recover(settings, business_date):
+            logger.warning("Recovery: %s", line)
+        run_id, created_at = daily.new_run()
+        inputs = ingest(settings, business_date)
+        validation = validate(inputs, settings)
+        results = measures(inputs, settings)
+        report = daily.report_inputs(inputs, results, validation, settings, run_id, created_at)
+        staging = render(report, settings)
+        run_dir = publish(inputs, results, validation, staging, settings, created_at)
     logger.info("Reports for %s archived in %s", business_date, run_dir)
     return run_dir

@@ -49,6 +49,9 @@ class Settings:
     """Extra price move per unit of liquidated notional over open interest."""
     cascade_max_rounds: int = 10
 
+    lock_wait_seconds: float = 0.0
+    """How long a run waits for another run of the same date before failing."""
+
     liquidation_search_max_up: float = 10.0
     """Largest upward move (as a fraction) searched for a short book's liquidation."""
 
@@ -71,7 +74,8 @@ class Settings:
 
     def parameters(self) -> dict[str, Any]:
         """The settings that shape the numbers, for the manifest and the report."""
-        skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir"}
+        skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir",
+                "lock_wait_seconds"}
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name in skip:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from . import archive, lake
+from . import archive, commit, lake
 from .config import Settings
 from .ingest import ROW, LoadedTables, merge_history, read_drop, read_reference
 from .measures.book import MeasureResults, apply_limits, compute_measures
@@ -51,6 +51,7 @@ def load_inputs(settings: Settings, business_date: date) -> DailyInputs:
     """Read the drop and the reference data, and merge the price history as of the date."""
     drop = read_drop(settings.inbox, business_date)
     reference = read_reference(settings.reference)
+    commit.crash_point("ingest")
     history = merge_history(
         lake.read_table(settings.lake, "price_history", up_to=business_date),
         drop.tables.get("price_history"),
@@ -125,6 +126,7 @@ def render(report: ReportInputs, settings: Settings) -> Path:
         summary = render_summary_html(report, env)
         (staging / "summary.html").write_text(summary, encoding="utf-8")
         write_pdf(summary, staging / "summary.pdf")
+        commit.crash_point("render")
         entities = staging / "entities"
         entities.mkdir()
         for entity_id in report.entity_metrics["entity_id"].to_list():  # one document per entity
@@ -173,21 +175,24 @@ def output_tables(inputs: DailyInputs, results: DailyResults, validation: Valida
 
 def publish(inputs: DailyInputs, results: DailyResults, validation: ValidationReport, staging: Path,
             settings: Settings, created_at: str) -> Path:
-    """Write the date's lake partitions, then the manifest, then publish the run folder."""
-    written = []
-    for table, frame in sorted(output_tables(inputs, results, validation).items()):
-        path = lake.write_partition(settings.lake, table, inputs.business_date, frame)
-        written.append(path)
+    """Stage the date's lake partitions, write the manifest, then commit both as one unit."""
     run_id = staging.name[len(archive.STAGING_PREFIX):]
+    stage = commit.stage_tables(settings.lake, run_id, inputs.business_date,
+                                output_tables(inputs, results, validation))
     names = {path: name for name, path in inputs.sources.items()}
     input_entries = [{"table": names[Path(e["path"])], **e}
                      for e in archive.file_entries(list(inputs.sources.values()))]
     archive.write_manifest(
         staging, run_id=run_id, business_date=inputs.business_date, created_at=created_at,
-        inputs=input_entries, lake=archive.file_entries(written, Path(settings.lake)),
+        inputs=input_entries, lake=archive.file_entries(commit.staged_files(stage), stage),
         parameters=settings.parameters(), archive=settings.archive,
     )
-    return archive.publish_run(staging)
+    return commit.commit(settings.lake, stage, staging)
+
+
+def recover(settings: Settings) -> list[str]:
+    """Finish or undo what a killed run left behind, before anything else reads the lake."""
+    return commit.recover(settings.lake, settings.archive)
 
 
 def new_run() -> tuple[str, str]:

@@ -34,19 +34,23 @@ def write_partition(lake: Path, table: str, business_date: date, frame: pl.DataF
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / PART_FILE
     tmp = folder / f".{PART_FILE}.{uuid.uuid4().hex}.tmp"
-    data = frame.drop("business_date", strict=False)
     try:
-        pq.write_table(data.to_arrow(), tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        write_file(frame, tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return target
 
 
-def _fsync_dir(folder: Path) -> None:
+def write_file(frame: pl.DataFrame, path: Path) -> None:
+    """Write one partition file durably (fsync'd); `business_date` lives in the path, not the file."""
+    pq.write_table(frame.drop("business_date", strict=False).to_arrow(), path, compression="zstd")
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
