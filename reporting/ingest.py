@@ -2,7 +2,7 @@
 
 Every frame gets an `_row` column: the 1-based data row in its file (CSV line
 `_row + 1`), so that every later error can name the row. String values are
-stripped of surrounding blanks; anything that does not parse as its contract type
+stripped of surrounding blanks (a blank value is missing); anything that does not parse as its contract type
 is an `InputError` naming the file, the rows and the rule.
 """
 
@@ -86,7 +86,7 @@ def _parse(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.Date:
         return text.str.to_date("%Y-%m-%d", strict=False)
     if dtype == pl.String:
-        return text
+        return pl.when(text != "").then(text)
     return text.cast(dtype, strict=False)
 
 
@@ -107,7 +107,8 @@ def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataF
     for name, dtype in schema.columns.items():
         src = frame[name]
         if dtype == pl.String and src.dtype == pl.String:
-            out.append(pl.col(name).str.strip_chars())
+            text = pl.col(name).str.strip_chars()
+            out.append(pl.when(text != "").then(text).alias(name))  # blank is missing
             continue
         if src.dtype == dtype or (dtype == pl.Float64 and src.dtype.is_numeric()):
             out.append(pl.col(name).cast(dtype))

@@ -528,7 +528,21 @@ def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[di
             pl.col("initial_margin_rate") < pl.col("maintenance_margin_rate"),
             ["venue", "instrument_type", "notional_floor_usd", "initial_margin_rate",
              "maintenance_margin_rate"])
+
+    # Text from outside must not be a spreadsheet formula or carry control characters:
+    # names end up in reports and CSV exports that people open.
+    for name, df in t.items():
+        for col, dtype in df.schema.items():
+            if dtype != pl.String or col == ROW or df.is_empty():
+                continue
+            add(name, "safe_text", col,
+                f"{col} must not start like a spreadsheet formula (= + - @) or contain control characters",
+                df, pl.col(col).str.contains(UNSAFE_TEXT).fill_null(False), [col])
     return out
+
+
+UNSAFE_TEXT = r"^[=+@]|^-[^0-9.\s]|[\x00-\x08\x0b-\x1f\x7f]|[\r\n\t]"
+"""A leading = + @ (or - before anything but a number), or a control character."""
 
 
 # --------------------------------------------------------------------------- entry points
