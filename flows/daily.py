@@ -46,8 +46,8 @@ def validate(inputs: daily.DailyInputs, settings: Settings):
 
 
 @task(name="measures-and-limits", cache_policy=NO_CACHE, task_run_name="measures-{inputs.business_date}")
-def measures(inputs: daily.DailyInputs, settings: Settings) -> daily.DailyResults:
-    return daily.compute(inputs, settings)
+def measures(inputs: daily.DailyInputs, validation, settings: Settings) -> daily.DailyResults:
+    return daily.compute(inputs, validation, settings)
 
 
 @task(name="render", cache_policy=NO_CACHE, task_run_name="render-{report.business_date}")
@@ -71,7 +71,7 @@ def daily_leverage_report(business_date: date, settings: Settings) -> Path:
         run_id, created_at = daily.new_run()
         inputs = ingest(settings, business_date)
         validation = validate(inputs, settings)
-        results = measures(inputs, settings)
+        results = measures(inputs, validation, settings)
         report = daily.report_inputs(inputs, results, validation, settings, run_id, created_at)
         staging = render(report, settings)
         run_dir = publish(inputs, results, validation, staging, settings, created_at)

@@ -48,6 +48,13 @@ class Settings:
     cascade_impact: float = 0.10
     """Extra price move per unit of liquidated notional over open interest."""
     cascade_max_rounds: int = 10
+    depeg_stablecoin: str = "USDT"
+    """The stablecoin the built-in depeg stress scenario (`BUILTIN_DEPEG_10`) moves by −10 %."""
+
+    max_input_bytes: int = 8 * 1024**3
+    """A drop or reference file larger than this is refused before it is read."""
+    max_input_rows: int = 50_000_000
+    """A file with more rows than this is refused; rows are counted by streaming the file."""
 
     lock_wait_seconds: float = 0.0
     """How long a run waits for another run of the same date before failing."""
@@ -75,7 +82,7 @@ class Settings:
     def parameters(self) -> dict[str, Any]:
         """The settings that shape the numbers, for the manifest and the report."""
         skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir",
-                "lock_wait_seconds"}
+                "lock_wait_seconds", "max_input_bytes", "max_input_rows"}
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name in skip:

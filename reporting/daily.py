@@ -8,7 +8,7 @@ a bad drop or a failed render leaves stored data exactly as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -16,10 +16,10 @@ import polars as pl
 
 from . import archive, commit, lake
 from .config import Settings
-from .ingest import ROW, LoadedTables, merge_history, read_drop, read_reference
+from .ingest import ROW, LoadedTables, SizeLimits, merge_history, read_drop, read_reference
 from .measures.book import MeasureResults, apply_limits, compute_measures
 from .render import ReportInputs, entity_slug, make_environment, render_entity_html, render_summary_html, write_pdf
-from .validate import ValidationReport, check_history_window, held_assets, validate_tables
+from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
 
 RAW_PREFIX = "raw_"
 
@@ -45,12 +45,14 @@ class DailyResults:
     measures: MeasureResults
     entity_metrics: pl.DataFrame
     limit_utilization: pl.DataFrame
+    quarantine: pl.DataFrame
 
 
 def load_inputs(settings: Settings, business_date: date) -> DailyInputs:
     """Read the drop and the reference data, and merge the price history as of the date."""
-    drop = read_drop(settings.inbox, business_date)
-    reference = read_reference(settings.reference)
+    limits = SizeLimits(settings.max_input_bytes, settings.max_input_rows)
+    drop = read_drop(settings.inbox, business_date, limits)
+    reference = read_reference(settings.reference, limits)
     commit.crash_point("ingest")
     history = merge_history(
         lake.read_table(settings.lake, "price_history", up_to=business_date),
@@ -76,13 +78,29 @@ def validate_inputs(inputs: DailyInputs, settings: Settings) -> ValidationReport
     return report
 
 
-def compute(inputs: DailyInputs, settings: Settings) -> DailyResults:
-    """Every measure, then limit utilization with yesterday's figures from the lake."""
-    tables = {k: v.drop(ROW, strict=False) for k, v in inputs.tables.items()}
+def compute(inputs: DailyInputs, validation: ValidationReport, settings: Settings) -> DailyResults:
+    """Set aside quarantined rows, compute every measure, then limit utilization with
+    yesterday's figures from the lake."""
+    kept, quarantined = quarantine(inputs.tables, validation)
+    tables = {k: v.drop(ROW, strict=False) for k, v in kept.items()}
     measures = compute_measures(tables, inputs.history, inputs.business_date, settings)
+    measures = replace(measures, flags=pl.concat([measures.flags, quarantine_flags(quarantined)])
+                       .sort("entity_id", "flag"))
     previous = lake.read_table(settings.lake, "limit_utilization", before=inputs.business_date)
     metrics, utilization = apply_limits(measures, tables["limits"], previous, settings)
-    return DailyResults(measures, metrics, utilization)
+    return DailyResults(measures, metrics, utilization, quarantined)
+
+
+def quarantine_flags(quarantined: pl.DataFrame) -> pl.DataFrame:
+    """One flag per entity saying how many of its rows were set aside, and which."""
+    return (
+        quarantined.filter(pl.col("entity_id").is_not_null())
+        .group_by("entity_id")
+        .agg(pl.len().alias("n"), pl.format("{} row {}", "table", "row").sort().str.join(", ").alias("rows"),
+             pl.col("rule").unique().sort().str.join("; ").alias("rules"))
+        .select("entity_id", flag=pl.lit("rows_quarantined"),
+                message=pl.format("{} input row(s) set aside and not measured ({}): {}", "n", "rows", "rules"))
+    )
 
 
 def report_inputs(inputs: DailyInputs, results: DailyResults, validation: ValidationReport,
@@ -168,6 +186,7 @@ def output_tables(inputs: DailyInputs, results: DailyResults, validation: Valida
         "backtest_series": m.backtest_series,
         "stress_results": m.stress_results,
         "flags": m.flags,
+        "quarantine": results.quarantine,
         "validation_results": validation.results,
     })
     return out

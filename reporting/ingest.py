@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from .errors import InputError
 from .schemas import DROP_TABLES, OPTIONAL_DROP_TABLES, PRICE_HISTORY, REFERENCE_TABLES, TableSchema
@@ -128,18 +129,48 @@ def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataF
     return frame.select(*out, ROW)
 
 
-def read_table_file(path: Path, schema: TableSchema) -> tuple[pl.DataFrame, pl.DataFrame]:
+@dataclass(frozen=True)
+class SizeLimits:
+    max_bytes: int = 8 * 1024**3
+    max_rows: int = 50_000_000
+
+
+def check_size(path: Path, limits: SizeLimits) -> None:
+    """Refuse an oversized file before loading it: bytes from the file system, rows by
+    streaming a count (CSV) or from the footer (Parquet), so memory stays bounded."""
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise InputError(
+            f"{path}: {size / 1024**3:.2f} GiB, over the {limits.max_bytes / 1024**3:.2f} GiB limit "
+            "(max_input_bytes); split the drop or raise the limit", file=str(path), rule="file size limit")
+    try:
+        if path.suffix == ".parquet":
+            rows = pq.read_metadata(path).num_rows
+        else:
+            rows = pl.scan_csv(path, infer_schema=False).select(pl.len()).collect(engine="streaming").item()
+    except Exception:  # unreadable: the full read names the problem
+        return
+    if rows > limits.max_rows:
+        raise InputError(
+            f"{path}: {rows:,} rows, over the {limits.max_rows:,}-row limit (max_input_rows); "
+            "split the drop or raise the limit", file=str(path), rule="row count limit")
+
+
+def read_table_file(path: Path, schema: TableSchema, limits: SizeLimits = SizeLimits()
+                    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    check_size(path, limits)
     raw = _read_parquet(path) if path.suffix == ".parquet" else _read_csv_strings(path)
     return type_table(raw, schema, path), raw
 
 
-def _load(folder: Path, specs: tuple[TableSchema, ...], optional: tuple[TableSchema, ...] = ()) -> LoadedTables:
+def _load(folder: Path, specs: tuple[TableSchema, ...], optional: tuple[TableSchema, ...] = (),
+          limits: SizeLimits = SizeLimits()) -> LoadedTables:
     tables, raw, sources = {}, {}, {}
     for schema, required in [(s, True) for s in specs] + [(s, False) for s in optional]:
         path = find_table_file(folder, schema.name, required=required)
         if path is None:
             continue
-        tables[schema.name], raw[schema.name] = read_table_file(path, schema)
+        tables[schema.name], raw[schema.name] = read_table_file(path, schema, limits)
         sources[schema.name] = path
     return LoadedTables(tables, raw, sources)
 
@@ -148,22 +179,22 @@ def drop_folder(inbox: Path, business_date: date) -> Path:
     return Path(inbox) / business_date.isoformat()
 
 
-def read_drop(inbox: Path, business_date: date) -> LoadedTables:
+def read_drop(inbox: Path, business_date: date, limits: SizeLimits = SizeLimits()) -> LoadedTables:
     """Read the end-of-day drop `<inbox>/<YYYY-MM-DD>/` (section 1.1, plus optional price_history)."""
     folder = drop_folder(inbox, business_date)
     if not folder.is_dir():
         raise InputError(f"{folder}: no drop folder for business date {business_date}",
                          file=str(folder), rule="drop folder present")
-    return _load(folder, DROP_TABLES, OPTIONAL_DROP_TABLES)
+    return _load(folder, DROP_TABLES, OPTIONAL_DROP_TABLES, limits)
 
 
-def read_reference(reference: Path) -> LoadedTables:
+def read_reference(reference: Path, limits: SizeLimits = SizeLimits()) -> LoadedTables:
     """Read the reference data folder (section 1.3)."""
     folder = Path(reference)
     if not folder.is_dir():
         raise InputError(f"{folder}: reference data folder not found", file=str(folder),
                          rule="reference folder present")
-    return _load(folder, REFERENCE_TABLES)
+    return _load(folder, REFERENCE_TABLES, limits=limits)
 
 
 def merge_history(stored: pl.DataFrame | None, drop: pl.DataFrame | None, asset_prices: pl.DataFrame,

@@ -644,3 +644,42 @@ def check_history_window(history: pl.DataFrame, assets: list[str], business_date
                            f"{start} to {business_date}",
         })
     return rows
+
+
+QUARANTINE_TABLES = ("balances", "positions")
+"""The book's lines: a row of these that breaks a warning rule is set aside, not measured."""
+
+QUARANTINE_SCHEMA = {"table": pl.String, "row": pl.Int64, "entity_id": pl.String, "rule": pl.String,
+                     "record": pl.String}
+
+
+def quarantine(tables: Mapping[str, pl.DataFrame], report: ValidationReport
+               ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Split off the book's rows that break a non-critical rule.
+
+    Returns the tables without those rows, and the `quarantine` table: one row per
+    set-aside input row with its file row number, entity, the rule(s) it broke and the
+    whole record as JSON, so the report can say how many and which.
+    """
+    clean = dict(tables)
+    parts = [pl.DataFrame(schema=QUARANTINE_SCHEMA)]
+    for name in QUARANTINE_TABLES:
+        bad = report.bad_row_numbers(name, severity=WARNING)
+        if name not in tables or not bad:
+            continue
+        pairs = pl.DataFrame(
+            {ROW: [r for rows in bad.values() for r in rows],
+             "rule": [d for d, rows in bad.items() for _ in rows]},
+            schema={ROW: pl.Int64, "rule": pl.String},
+        )
+        rules = pairs.group_by(ROW).agg(pl.col("rule").unique().sort().str.join("; "))
+        df = tables[name]
+        data_cols = [c for c in df.columns if c != ROW]
+        parts.append(
+            df.join(rules, on=ROW).select(
+                pl.lit(name).alias("table"), pl.col(ROW).alias("row"), "entity_id", "rule",
+                pl.struct(data_cols).struct.json_encode().alias("record"),
+            ).cast(QUARANTINE_SCHEMA)
+        )
+        clean[name] = df.join(rules, on=ROW, how="anti")
+    return clean, pl.concat(parts).sort("table", "row")

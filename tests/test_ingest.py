@@ -81,3 +81,20 @@ def test_history_merge_later_sources_win():
     h = merge_history(stored, drop, prices, d)
     assert h["close_usd"].to_list() == [1.0, 2.5, 3.0]
     assert h["date"].to_list() == [date(2026, 11, 22), date(2026, 11, 23), d]
+
+
+def test_oversized_files_are_refused_before_loading(tmp_path):
+    from reporting.ingest import SizeLimits
+
+    n = 300_000
+    body = "".join(f"2026-11-24,E{i % 97},A{i % 13},X,BTC,{i}.5\n" for i in range(n))
+    path = write(tmp_path, "balances.csv", HEADER + body)
+    with pytest.raises(InputError, match=r"300,000 rows, over the 100,000-row limit \(max_input_rows\)"):
+        read_table_file(path, BALANCES, SizeLimits(max_rows=100_000))
+    with pytest.raises(InputError, match=r"over the 0.00 GiB limit \(max_input_bytes\)"):
+        read_table_file(path, BALANCES, SizeLimits(max_bytes=1024))
+    pl.read_csv(path).write_parquet(tmp_path / "b.parquet")
+    with pytest.raises(InputError, match="300,000 rows"):
+        read_table_file(tmp_path / "b.parquet", BALANCES, SizeLimits(max_rows=1000))
+    typed, _ = read_table_file(path, BALANCES)  # within the default limits it is read
+    assert typed.height == n
