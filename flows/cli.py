@@ -49,10 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_flow(settings, business_date: date) -> Path:
+def _run_flow(overrides: dict, business_date: date, config_file: Path | None = None) -> Path:
     from flows.daily import daily_leverage_report
 
-    return daily_leverage_report(business_date=business_date, settings=settings)
+    return Path(daily_leverage_report(
+        business_date=business_date, overrides={k: v for k, v in overrides.items() if v is not None},
+        config_file=str(config_file) if config_file else None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "run":
-            settings = load_settings(
-                {"inbox": args.inbox, "reference": args.reference, "lake": args.lake,
-                 "archive": args.archive, "lookback": args.lookback},
-                config_file=args.config,
-            )
-            run_dir = _run_flow(settings, args.date)
+            overrides = {"inbox": args.inbox, "reference": args.reference, "lake": args.lake,
+                         "archive": args.archive, "lookback": args.lookback}
+            load_settings(overrides, config_file=args.config)  # a bad setting fails here, before Prefect starts
+            run_dir = _run_flow({k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()},
+                                args.date, args.config)
             print(f"Reports for {args.date}: {run_dir}")
             print(f"  summary: {run_dir / 'summary.pdf'}")
             return 0
@@ -76,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
             root = args.dir.resolve()
             book = write_sample_book(root)
-            settings = load_settings({"inbox": book.inbox, "reference": book.reference,
-                                      "lake": root / "lake", "archive": root / "archive"})
-            run_dir = _run_flow(settings, book.business_date)
+            run_dir = _run_flow({"inbox": str(book.inbox), "reference": str(book.reference),
+                                 "lake": str(root / "lake"), "archive": str(root / "archive")},
+                                book.business_date)
             print(f"Sample book for {book.business_date} written to {root}")
             print(f"Reports: {run_dir}")
             print(f"  summary: {run_dir / 'summary.pdf'} (and summary.html)")

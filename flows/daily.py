@@ -4,18 +4,24 @@ Thin by design: each task calls one `reporting.daily` step. One run per date at 
 time (a lock held for the whole flow); retries are on I/O only (reading the drop);
 nothing reaches the lake or the archive before the last task commits both as one
 unit, so a failed or killed run leaves them as they were (`recover` cleans up).
+Every run, good or bad, appends a row to the lake's `runs` table and publishes
+Prefect artifacts with stable keys.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from reporting import daily
-from reporting.config import Settings
+from reporting.config import Settings, load_settings
+from reporting.notify import NotifyConfig, breach_notice, failure_notice, send
 from reporting.runlock import date_lock
 
 
@@ -35,7 +41,13 @@ def recover(settings: Settings, business_date: date) -> list[str]:
     return daily.recover(settings)
 
 
-@task(name="ingest", cache_policy=NO_CACHE, task_run_name="ingest-{business_date}", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
+@task(name="wait-for-drop", cache_policy=NO_CACHE, task_run_name="wait-for-drop-{business_date}")
+def wait_for_drop(settings: Settings, business_date: date) -> None:
+    daily.wait_for_drop(settings, business_date)
+
+
+@task(name="ingest", cache_policy=NO_CACHE, task_run_name="ingest-{business_date}", retries=2,
+      retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
 def ingest(settings: Settings, business_date: date) -> daily.DailyInputs:
     return daily.load_inputs(settings, business_date)
 
@@ -60,20 +72,72 @@ def publish(inputs, results, validation, staging: Path, settings: Settings, crea
     return daily.publish(inputs, results, validation, staging, settings, created_at)
 
 
-@flow(name="daily_leverage_report", flow_run_name="daily-leverage-{business_date}",
-      validate_parameters=False, log_prints=True)
-def daily_leverage_report(business_date: date, settings: Settings) -> Path:
-    """Run the daily leverage report for one business date; returns the archived run folder."""
+@task(name="notify", cache_policy=NO_CACHE, task_run_name="notify-{business_date}", retries=2,
+      retry_delay_seconds=[10, 60])
+def notify(notice, config, business_date: date) -> list[str]:
+    return send(notice, config)
+
+
+@task(name="artifacts", cache_policy=NO_CACHE, task_run_name="artifacts-{business_date}")
+def artifacts(business_date: date, results: daily.DailyResults, validation, run_dir: Path) -> None:
+    create_markdown_artifact(key="leverage-summary", markdown=daily.monitoring_summary(
+        business_date, results, validation, run_dir), description=f"Daily leverage report {business_date}")
+    create_table_artifact(key="limit-utilization", table=daily.limit_table(results),
+                          description=f"Limit utilization {business_date}")
+    create_link_artifact(key="leverage-reports", link=(run_dir / "summary.html").resolve().as_uri(),
+                         link_text=f"Reports {business_date} ({run_dir.name})")
+
+
+def _run_name() -> str:
+    value = flow_run.parameters.get("business_date")
+    return f"daily-leverage-{value or 'previous-day'}"
+
+
+@flow(name="daily_leverage_report", flow_run_name=_run_name, log_prints=True)
+def daily_leverage_report(business_date: date | None = None, overrides: dict[str, Any] | None = None,
+                          config_file: str | None = None) -> str:
+    """Run the daily leverage report for one business date (default: the previous day in the
+    schedule's time zone); returns the archived run folder."""
     logger = get_run_logger()
+    settings = load_settings(overrides, config_file=Path(config_file) if config_file else None)
+    notices = NotifyConfig.from_environ()
+    business_date = business_date or daily.previous_business_date(settings.schedule_timezone)
+    run_id, created_at = daily.new_run()
+    started, timings = datetime.now(timezone.utc), {}
+    inputs = results = None
     with date_lock(settings.lake, business_date, wait_seconds=settings.lock_wait_seconds):
-        for line in recover(settings, business_date):
-            logger.warning("Recovery: %s", line)
-        run_id, created_at = daily.new_run()
-        inputs = ingest(settings, business_date)
-        validation = validate(inputs, settings)
-        results = measures(inputs, validation, settings)
-        report = daily.report_inputs(inputs, results, validation, settings, run_id, created_at)
-        staging = render(report, settings)
-        run_dir = publish(inputs, results, validation, staging, settings, created_at)
+        try:
+            for line in recover(settings, business_date):
+                logger.warning("Recovery: %s", line)
+            with daily.timed(timings, "wait"):
+                wait_for_drop(settings, business_date)
+            with daily.timed(timings, "ingest"):
+                inputs = ingest(settings, business_date)
+            with daily.timed(timings, "validate"):
+                validation = validate(inputs, settings)
+            with daily.timed(timings, "measures"):
+                results = measures(inputs, validation, settings)
+            report = daily.report_inputs(inputs, results, validation, settings, run_id, created_at)
+            with daily.timed(timings, "render"):
+                staging = render(report, settings)
+            with daily.timed(timings, "publish"):
+                run_dir = publish(inputs, results, validation, staging, settings, created_at)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            daily.record_run(settings, business_date, daily.run_row(
+                run_id, started, "failed", timings, inputs, results, error=reason))
+            if notices.enabled:
+                try:
+                    notify(failure_notice(business_date, run_id, str(exc)), notices, business_date)
+                except Exception as notice_error:  # the run's own error is the one to raise
+                    logger.error("Failure notice not delivered: %s", notice_error)
+            raise
+        daily.record_run(settings, business_date,
+                         daily.run_row(run_id, started, "succeeded", timings, inputs, results, run_dir))
+    artifacts(business_date, results, validation, run_dir)
     logger.info("Reports for %s archived in %s", business_date, run_dir)
-    return run_dir
+    notice = breach_notice(business_date, run_id, results.limit_utilization, inputs.reference.tables["entities"],
+                           summary_pdf=run_dir / "summary.pdf", report_dir=run_dir)
+    if notice is not None and notices.enabled:
+        logger.info("Breach notice sent: %s", ", ".join(notify(notice, notices, business_date)))
+    return str(run_dir)

@@ -56,6 +56,12 @@ class Settings:
     max_input_rows: int = 50_000_000
     """A file with more rows than this is refused; rows are counted by streaming the file."""
 
+    schedule_timezone: str = "UTC"
+    """The time zone whose previous calendar day a scheduled run reports on."""
+    ready_wait_seconds: float = 0.0
+    """If > 0, wait up to this long for a complete drop with a `_READY` marker before failing."""
+    ready_poll_seconds: float = 10.0
+
     lock_wait_seconds: float = 0.0
     """How long a run waits for another run of the same date before failing."""
 
@@ -82,7 +88,8 @@ class Settings:
     def parameters(self) -> dict[str, Any]:
         """The settings that shape the numbers, for the manifest and the report."""
         skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir",
-                "lock_wait_seconds", "max_input_bytes", "max_input_rows"}
+                "lock_wait_seconds", "max_input_bytes", "max_input_rows", "schedule_timezone",
+                "ready_wait_seconds", "ready_poll_seconds"}
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name in skip:

@@ -8,16 +8,21 @@ a bad drop or a failed render leaves stored data exactly as it was.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import polars as pl
 
 from . import archive, commit, lake
 from .config import Settings
-from .ingest import ROW, LoadedTables, SizeLimits, merge_history, read_drop, read_reference
+from .errors import DropNotReady
+from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, merge_history, read_drop, read_reference
 from .measures.book import MeasureResults, apply_limits, compute_measures
+from .schemas import DROP_TABLES
 from .render import ReportInputs, entity_slug, make_environment, render_entity_html, render_summary_html, write_pdf
 from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
 
@@ -218,3 +223,128 @@ def new_run() -> tuple[str, str]:
     """A fresh run id and its creation time (ISO-8601 UTC)."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
     return archive.new_run_id(now), now.isoformat().replace("+00:00", "Z")
+
+
+def previous_business_date(timezone_name: str, now: datetime | None = None) -> date:
+    """The calendar day before today in `timezone_name`: what a scheduled run reports on."""
+    from zoneinfo import ZoneInfo
+
+    now = now or datetime.now(timezone.utc)
+    return (now.astimezone(ZoneInfo(timezone_name)) - timedelta(days=1)).date()
+
+
+READY_MARKER = "_READY"
+
+
+def missing_from_drop(inbox: Path, business_date: date) -> list[str]:
+    """What a drop still lacks: required table files and the `_READY` marker."""
+    folder = drop_folder(inbox, business_date)
+    missing = [t.name for t in DROP_TABLES
+               if not any((folder / f"{t.name}.{ext}").is_file() for ext in ("csv", "parquet"))]
+    if not (folder / READY_MARKER).is_file():
+        missing.append(READY_MARKER)
+    return missing
+
+
+def wait_for_drop(settings: Settings, business_date: date, *, sleep=time.sleep) -> None:
+    """Wait up to `ready_wait_seconds` for a complete drop, then fail naming what is missing.
+
+    With `ready_wait_seconds` = 0 (the default) the drop is read as it is, marker or not.
+    """
+    if settings.ready_wait_seconds <= 0:
+        return
+    deadline = time.monotonic() + settings.ready_wait_seconds
+    while True:
+        missing = missing_from_drop(settings.inbox, business_date)
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise DropNotReady(
+                f"{drop_folder(settings.inbox, business_date)}: drop incomplete after waiting "
+                f"{settings.ready_wait_seconds:.0f} s; missing {', '.join(missing)}. "
+                "The run did not start on a partial drop; re-run when the sender has finished."
+            )
+        sleep(min(settings.ready_poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall time of one stage, even when it fails."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(time.perf_counter() - start, 3)
+
+
+RUNS_SCHEMA = {
+    "run_id": pl.String, "started_at": pl.String, "ended_at": pl.String, "duration_seconds": pl.Float64,
+    "status": pl.String, "error": pl.String, "stage_seconds": pl.String, "rows_ingested": pl.String,
+    "rows_quarantined": pl.Int64, "supersedes": pl.String, "run_dir": pl.String,
+}
+
+
+def record_run(settings: Settings, business_date: date, row: dict) -> None:
+    """Append one row to the lake's `runs` table (the date's partition, replaced atomically)."""
+    new = pl.DataFrame([{k: row.get(k) for k in RUNS_SCHEMA}], schema=RUNS_SCHEMA)
+    old = lake.read_table(settings.lake, "runs", on=business_date)
+    frame = new if old is None else pl.concat([old.drop("business_date").cast(RUNS_SCHEMA), new])
+    lake.write_partition(settings.lake, "runs", business_date, frame)
+
+
+def run_row(run_id: str, started: datetime, status: str, timings: dict[str, float],
+            inputs: DailyInputs | None = None, results: DailyResults | None = None,
+            run_dir: Path | None = None, error: str | None = None) -> dict:
+    """The `runs` row of one run, whatever stage it reached."""
+    import json
+
+    ended = datetime.now(timezone.utc)
+    manifest = json.loads((run_dir / archive.MANIFEST).read_text(encoding="utf-8")) if run_dir else {}
+    return {
+        "run_id": run_id, "started_at": started.isoformat(timespec="seconds"),
+        "ended_at": ended.isoformat(timespec="seconds"),
+        "duration_seconds": round((ended - started).total_seconds(), 3), "status": status,
+        "error": error, "stage_seconds": json.dumps(timings),
+        "rows_ingested": json.dumps({k: v.height for k, v in sorted(inputs.tables.items())}) if inputs else None,
+        "rows_quarantined": results.quarantine.height if results else None,
+        "supersedes": manifest.get("supersedes"), "run_dir": str(run_dir) if run_dir else None,
+    }
+
+
+def monitoring_summary(business_date: date, results: DailyResults, validation: ValidationReport,
+                       run_dir: Path) -> str:
+    """Markdown for the run's Prefect artifact: verdict, breach and warning counts, validation."""
+    util = results.limit_utilization
+    breaches = util.filter(pl.col("status") == "breach")
+    warnings = util.filter(pl.col("status") == "warning")
+    entities = results.entity_metrics.height
+    in_breach = breaches["entity_id"].n_unique()
+    verdict = (f"**{breaches.height} limit breach(es) in {in_breach} of {entities} entities**, "
+               f"{warnings.height} warning(s)" if breaches.height else
+               f"All {entities} entities within limits ({warnings.height} warning(s))")
+    v = validation.results
+    lines = [
+        f"# Daily leverage report {business_date}", "", verdict, "",
+        f"- Validation: {int(v['success'].sum())} of {v.height} checks passed; "
+        f"{validation.warnings.height} warning(s); {results.quarantine.height} row(s) quarantined",
+        f"- Flags: {results.measures.flags.height}",
+        f"- Reports: `{run_dir}`", "",
+    ]
+    if breaches.height:
+        lines += ["| entity | metric | value | limit | utilization | days in breach |", "|---|---|---|---|---|---|"]
+        for r in breaches.sort("utilization", descending=True, nulls_last=False).iter_rows(named=True):
+            value = "n/a" if r["value"] is None else f"{r['value']:,.4g}"
+            util_txt = "n/a" if r["utilization"] is None else f"{r['utilization']:.1%}"
+            lines.append(f"| {r['entity_id']} | {r['metric']} | {value} | {r['kind']} {r['limit']:,.4g} | "
+                         f"{util_txt} | {r['days_in_breach']} |")
+    return "\n".join(lines) + "\n"
+
+
+def limit_table(results: DailyResults) -> list[dict]:
+    """Limit utilization as JSON-ready rows, breaches first, for the monitoring table artifact."""
+    order = pl.col("status").replace_strict({"breach": 0, "warning": 1, "ok": 2}, default=3)
+    return (
+        results.limit_utilization.sort(order, pl.col("utilization").fill_null(float("inf")), "entity_id",
+                                       descending=[False, True, False])
+        .with_columns(pl.col("business_date").cast(pl.String)).to_dicts()
+    )

@@ -57,3 +57,22 @@ class RenderError(LevtrackError):
     """A report cannot be rendered: inconsistent inputs, or a forbidden resource."""
 
     exit_code = 7
+
+
+class DropNotReady(LevtrackError):
+    """The drop was not complete (every file plus `_READY`) by the deadline."""
+
+    exit_code = 9
+
+
+class NotifyError(LevtrackError):
+    """A notice could not be delivered over SMTP or to the webhook.
+
+    ``sent`` lists the channels that did go out before or despite the failure.
+    """
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, sent: list[str] | None = None):
+        super().__init__(message)
+        self.sent = list(sent or [])

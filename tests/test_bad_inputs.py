@@ -20,8 +20,9 @@ DAY = D.isoformat()
 def snapshot(folder: Path) -> dict[str, str]:
     if not folder.exists():
         return {}
+    # the run log (`runs`) records the failed run; the lock file is not data
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
-            and "_locks" not in p.parts}
+            and "_locks" not in p.parts and "runs" not in p.parts}
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +209,5 @@ def test_bad_input_is_refused_and_nothing_changes(published, case, tmp_path, cap
     for needle in needles:
         assert needle in err, f"{needle!r} not in:\n{err}"
     assert (snapshot(root / "lake"), snapshot(root / "archive")) == before
+    runs = pl.read_parquet(root / "lake" / "runs", hive_partitioning=True)
+    assert runs.sort("started_at")["status"][-1] == "failed"

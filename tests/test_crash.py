@@ -44,7 +44,7 @@ def lake_matches_latest_run(root: Path) -> bool:
     latest = runs_for_date(root / "archive", D)[-1]
     listed = {e["path"]: e["sha256"] for e in latest.manifest["lake"]}
     live = {k: v for k, v in snapshot(root / "lake").items()
-            if f"business_date={D}" in k and not k.startswith(("_", "."))}
+            if f"business_date={D}" in k and not k.startswith(("_", ".", "runs/"))}
     return listed == live
 
 

@@ -88,6 +88,13 @@ def test_lake_tables_are_written_as_hive_partitions(first_run):
     assert "breach" in statuses["KESTREL"] and "breach" in statuses["MERLIN"]
     assert "warning" in statuses["DESK07"] and "breach" not in statuses["DESK07"]
     assert lake.read_table(root / "lake", "validation_results", on=D)["success"].all()
+    runs = lake.read_table(root / "lake", "runs", on=D)
+    row = runs.row(0, named=True)
+    assert row["status"] == "succeeded" and row["supersedes"] is None
+    assert set(json.loads(row["stage_seconds"])) == {"wait", "ingest", "validate", "measures", "render", "publish"}
+    ingested = json.loads(row["rows_ingested"])
+    book_rows = pl.read_csv(first_run[1].inbox / D.isoformat() / "balances.csv").height
+    assert ingested["balances"] == book_rows and row["rows_quarantined"] == 0
     for raw in ("raw_balances", "raw_positions", "raw_limits", "price_history", "backtest", "stress_results"):
         assert lake.partitions(root / "lake", raw) == [D]
 
@@ -122,4 +129,29 @@ def test_bad_drop_fails_clearly_and_stores_nothing(first_run, capsys, tmp_path):
     assert code == 4
     assert "positions" in err and "instrument_id must exist in instruments" in err and "row 3: NO-SUCH-PERP" in err
     assert err.startswith("levtrack run: 2 critical validation rule(s) failed")
-    assert snapshot(root / "lake") == before_lake and snapshot(root / "archive") == before_archive
+    runs = lake.read_table(root / "lake", "runs", on=D).sort("started_at")
+    assert runs["status"].to_list() == ["succeeded", "succeeded", "failed"]
+    assert runs["error"][-1].startswith("2 critical validation rule(s) failed")
+    drop_runs = lambda snap: {k: v for k, v in snap.items() if not k.startswith("runs/")}  # noqa: E731
+    assert drop_runs(snapshot(root / "lake")) == drop_runs(before_lake)
+    assert snapshot(root / "archive") == before_archive
+
+
+def test_breach_notice_is_mailed_with_the_summary(first_run, capsys, monkeypatch, smtp_server):
+    root, book = first_run
+    controller, inbox = smtp_server
+    monkeypatch.setenv("LEVTRACK_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("LEVTRACK_SMTP_PORT", str(controller.port))
+    monkeypatch.setenv("LEVTRACK_NOTIFY_TO", "compliance@example.com,risk@example.com")
+    code, _, err = run_cli(book, root, capsys)
+    assert code == 0, err
+    (message,) = inbox.messages()
+    assert "limit breach" in message["subject"] and str(D) in message["subject"]
+    assert sorted(e for env in inbox.envelopes for e in env.rcpt_tos) == ["compliance@example.com", "risk@example.com"]
+    body = message.get_body(preferencelist=("plain",)).get_content()
+    # the sample book's breaches: KESTREL at 7.00x gross against 5x; MERLIN insolvent
+    assert "Client Group Kestrel (KESTREL): gross_leverage 7.00×" in body
+    assert "MERLIN" in body
+    (pdf,) = [p for p in message.iter_attachments() if p.get_filename() == "summary.pdf"]
+    latest = runs_for_date(root / "archive", D)[-1]
+    assert pdf.get_content() == (latest.path / "summary.pdf").read_bytes()
