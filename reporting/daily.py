@@ -190,6 +190,7 @@ def output_tables(inputs: DailyInputs, results: DailyResults, validation: Valida
         "backtest": m.backtest,
         "backtest_series": m.backtest_series,
         "stress_results": m.stress_results,
+        "cascade_moves": m.cascade,
         "flags": m.flags,
         "quarantine": results.quarantine,
         "validation_results": validation.results,

@@ -34,23 +34,28 @@ def rolling_var(pnl: np.ndarray, lookback: int, days: int, confidence: float, ch
     return out
 
 
-def kupiec_pof(exceptions: np.ndarray, observations: int, p: float) -> tuple[np.ndarray, np.ndarray]:
-    """LR_pof = −2 ln[(1−p)^(N−x) p^x] + 2 ln[(1−x/N)^(N−x) (x/N)^x]; p-value from χ²(1)."""
+def kupiec_pof(exceptions: np.ndarray, observations, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """LR_pof = −2 ln[(1−p)^(N−x) p^x] + 2 ln[(1−x/N)^(N−x) (x/N)^x]; p-value from χ²(1).
+
+    `observations` is N, one for all or one per entity."""
     x = exceptions.astype(float)
-    n = float(observations)
+    n = np.asarray(observations, dtype=float)
     phat = x / n
     lr = -2.0 * (xlogy(n - x, 1 - p) + xlogy(x, p)) + 2.0 * (xlogy(n - x, 1 - phat) + xlogy(x, phat))
     lr = np.maximum(lr, 0.0)
     return lr, erfc(np.sqrt(lr / 2.0))
 
 
-def christoffersen_independence(hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LR_ind over the transitions of the hit sequence (rows = entities); p from χ²(1)."""
+def christoffersen_independence(hits: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """LR_ind over the transitions of the hit sequence (rows = entities); p from χ²(1).
+
+    Only transitions between two valid days count (`valid`: which days are tested)."""
     prev, cur = hits[:, :-1], hits[:, 1:]
-    n00 = ((~prev) & (~cur)).sum(1).astype(float)
-    n01 = ((~prev) & cur).sum(1).astype(float)
-    n10 = (prev & (~cur)).sum(1).astype(float)
-    n11 = (prev & cur).sum(1).astype(float)
+    both = np.ones_like(prev) if valid is None else (valid[:, :-1] & valid[:, 1:])
+    n00 = ((~prev) & (~cur) & both).sum(1).astype(float)
+    n01 = ((~prev) & cur & both).sum(1).astype(float)
+    n10 = (prev & (~cur) & both).sum(1).astype(float)
+    n11 = (prev & cur & both).sum(1).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         pi0 = np.where(n00 + n01 > 0, n01 / (n00 + n01), 0.0)
         pi1 = np.where(n10 + n11 > 0, n11 / (n10 + n11), 0.0)
@@ -82,15 +87,20 @@ _SERIES_SCHEMA = {"entity_id": pl.String, "date": pl.Date, "pnl_usd": pl.Float64
 
 
 def backtest(entity_ids: list[str], pnl: np.ndarray, dates: list[date], lookback: int, days: int,
-             confidence: float, business_date: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+             confidence: float, business_date: date, at_risk: np.ndarray | None = None
+             ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The `backtest` table (one row per entity) and the daily PnL-vs-VaR series.
 
-    `pnl` is (entities × T) with `dates` its T dates; the test covers the last
-    `min(days, T − lookback)` dates, so observations shrink when history is short.
+    `pnl` is (entities × T) with `dates` its T dates, NaN where the entity's PnL is
+    unknown (an asset it holds has no return that day). Each entity is tested on the
+    trailing run of at most `days` dates whose PnL and whose `lookback` preceding PnLs
+    are all known, so its observations shrink when its history is short or broken,
+    and never depend on what other entities hold. An entity not `at_risk` (no non-cash
+    line) has nothing to backtest: 0 observations.
     """
-    n_t = pnl.shape[1]
-    obs = max(0, min(days, n_t - lookback))
-    if obs == 0 or not entity_ids:
+    n_e, n_t = pnl.shape
+    span = max(0, min(days, n_t - lookback))
+    if span == 0 or not entity_ids:
         summary = pl.DataFrame(
             {"business_date": [business_date] * len(entity_ids), "entity_id": entity_ids,
              "observations": [0] * len(entity_ids)},
@@ -98,29 +108,45 @@ def backtest(entity_ids: list[str], pnl: np.ndarray, dates: list[date], lookback
         ).with_columns([pl.lit(None, dtype=t).alias(c) for c, t in _SUMMARY_SCHEMA.items()
                         if c not in ("business_date", "entity_id", "observations")])
         return summary, pl.DataFrame(schema=_SERIES_SCHEMA)
-    var = rolling_var(pnl, lookback, obs, confidence)
-    tail = pnl[:, n_t - obs:]
-    hits = -tail > var
+    unknown = np.isnan(pnl)
+    last_unknown = np.where(unknown.any(axis=1), n_t - 1 - np.argmax(unknown[:, ::-1], axis=1), -1)
+    first_test = np.maximum(n_t - span, last_unknown + 1 + lookback)  # column index per entity
+    if at_risk is not None:
+        first_test = np.where(at_risk, first_test, n_t)
+    obs = np.maximum(0, n_t - first_test)
+    valid = np.arange(n_t - span, n_t)[None, :] >= first_test[:, None]  # (entities, span)
+
+    var = rolling_var(np.nan_to_num(pnl), lookback, span, confidence)
+    tail = pnl[:, n_t - span:]
+    hits = valid & (-np.nan_to_num(tail) > var)
     x = hits.sum(1)
-    lr_pof, p_pof = kupiec_pof(x, obs, 1.0 - confidence)
-    lr_ind, p_ind = christoffersen_independence(hits)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lr_pof, p_pof = kupiec_pof(x, np.maximum(obs, 1), 1.0 - confidence)
+    lr_ind, p_ind = christoffersen_independence(hits, valid)
     lr_cc = lr_pof + lr_ind
     zone, plus = traffic_light(x)
+    none = obs == 0
     series = pl.DataFrame({
-        "entity_id": pl.Series(entity_ids).gather(np.repeat(np.arange(len(entity_ids)), obs)),
-        "date": pl.Series(dates[n_t - obs:]).gather(np.tile(np.arange(obs), len(entity_ids))),
-        "pnl_usd": tail.ravel(), "var_usd": var.ravel(), "exception": hits.ravel(),
-    }, schema=_SERIES_SCHEMA)
+        "entity_id": pl.Series(entity_ids).gather(np.repeat(np.arange(n_e), span)),
+        "date": pl.Series(dates[n_t - span:]).gather(np.tile(np.arange(span), n_e)),
+        "pnl_usd": tail.ravel(), "var_usd": var.ravel(), "exception": hits.ravel(), "_valid": valid.ravel(),
+    }).filter("_valid").drop("_valid").cast(_SERIES_SCHEMA)
     exception_dates = (
         series.filter("exception").group_by("entity_id")
         .agg(exception_dates=pl.col("date").sort().dt.to_string("%Y-%m-%d").str.join(", "))
     )
+    masked = lambda a: np.where(none, np.nan, a)  # noqa: E731 - no observations, no statistics
     summary = pl.DataFrame({
-        "business_date": [business_date] * len(entity_ids), "entity_id": entity_ids,
-        "observations": [obs] * len(entity_ids), "exceptions": x,
-        "kupiec_lr": lr_pof, "kupiec_p": p_pof, "christoffersen_lr": lr_ind, "christoffersen_p": p_ind,
-        "cc_lr": lr_cc, "cc_p": np.exp(-lr_cc / 2.0), "zone": zone, "plus_factor": plus,
+        "business_date": [business_date] * n_e, "entity_id": entity_ids,
+        "observations": obs, "exceptions": x,
+        "kupiec_lr": masked(lr_pof), "kupiec_p": masked(p_pof),
+        "christoffersen_lr": masked(lr_ind), "christoffersen_p": masked(p_ind),
+        "cc_lr": masked(lr_cc), "cc_p": masked(np.exp(-lr_cc / 2.0)), "zone": zone, "plus_factor": plus,
     }).join(exception_dates, on="entity_id", how="left", maintain_order="left").with_columns(
-        pl.col("exception_dates").fill_null("")
+        pl.col("exception_dates").fill_null(""), pl.col(pl.Float64).fill_nan(None),
+    ).with_columns(
+        pl.when(pl.col("observations") > 0).then(pl.col("zone")).alias("zone"),
+        pl.when(pl.col("observations") > 0).then(pl.col("exceptions")).alias("exceptions"),
+        pl.when(pl.col("observations") > 0).then(pl.col("plus_factor")).alias("plus_factor"),
     )
     return summary.select(list(_SUMMARY_SCHEMA)).cast(_SUMMARY_SCHEMA), series

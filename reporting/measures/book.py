@@ -15,10 +15,11 @@ import polars as pl
 from ..config import Settings
 from ..schemas import ENTITY_METRIC_COLUMNS
 from .backtest import backtest
+from .cascade import liquidation_cascades
 from .exposure import build_lines, entity_exposure, exposure_by_underlying, open_interest_share
 from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit
 from .margin import TierTable, account_margin
-from .stress import stress_results, worst_stress
+from .stress import build_scenarios, stress_results, worst_stress
 from .var import (
     delta_matrix, ewma_covariance, historical_es, historical_var, implied_vol_matrix, loss_per_unit_gross,
     normal_quantile, parametric_var, return_window, sample_covariance, scenario_pnl,
@@ -35,6 +36,8 @@ class MeasureResults:
     account_metrics: pl.DataFrame
     entity_metrics: pl.DataFrame
     stress_results: pl.DataFrame
+    cascade: pl.DataFrame
+    """`cascade_moves`: per scenario, cascade round and underlying, the liquidated contracts and extra move."""
     backtest: pl.DataFrame
     backtest_series: pl.DataFrame
     flags: pl.DataFrame
@@ -48,7 +51,8 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
     exposures = exposure_by_underlying(lines)
     exposure = entity_exposure(lines, tables["entities"], settings)
 
-    accounts = account_margin(lines, TierTable.from_frame(tables["margin_tiers"]), settings).with_columns(
+    tiers = TierTable.from_frame(tables["margin_tiers"])
+    accounts = account_margin(lines, tiers, settings).with_columns(
         business_date=pl.lit(business_date)
     )
     margin = accounts.group_by("entity_id").agg(
@@ -62,7 +66,11 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
     concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
     max_share = concentration.group_by("entity_id").agg(max_open_interest_share=pl.col("open_interest_share").max())
     var = _var_family(entity_ids, lines, exposures, history, business_date, settings)
-    stress = stress_results(entity_ids, lines, tables["scenarios"], settings.cash_assets, business_date)
+    stress_window = return_window(history, sorted(lines.filter(~pl.col("is_cash"))["underlying"].unique().to_list()),
+                                  business_date, settings.lookback)
+    scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
+    cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
+    stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
 
     metrics = (
         exposure.join(margin, on="entity_id", how="left")
@@ -86,6 +94,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         entity_metrics=metrics.with_columns(max_gross_leverage_for_var_limit=pl.lit(None, pl.Float64))
         .select(*ENTITY_METRIC_COLUMNS, "accounts_under_water", "var_loss_per_gross"),
         stress_results=stress,
+        cascade=cascade.moves,
         backtest=var["backtest"],
         backtest_series=var["series"],
         flags=flags,
@@ -96,16 +105,28 @@ def _var_family(entity_ids, lines, exposures, history, business_date, settings) 
     assets = sorted(lines.filter(~pl.col("is_cash"))["underlying"].unique().to_list())
     window = return_window(history, assets, business_date, settings.lookback + settings.backtest_days)
     pnl = scenario_pnl(entity_ids, lines, window)
-    n = min(settings.lookback, pnl.shape[1])
-    losses = -pnl[:, pnl.shape[1] - n:]
-    hist = historical_var(losses, settings.var_confidence) if n else np.full(len(entity_ids), np.nan)
-    es = historical_es(losses, settings.es_confidence) if n else np.full(len(entity_ids), np.nan)
+    n_e, n_t = pnl.shape
+    # Each entity's window: the last `lookback` days, or fewer where its PnL is unknown
+    # before that (short or broken history: flagged, never bridged).
+    unknown = np.isnan(pnl)
+    run = np.where(unknown.any(axis=1), np.argmax(unknown[:, ::-1], axis=1), n_t)
+    n_obs = np.minimum(settings.lookback, run)
+    hist, es, param, ewma = (np.full(n_e, np.nan) for _ in range(4))
     d = delta_matrix(entity_ids, window.assets, exposures)
-    recent = window.returns[window.returns.shape[0] - n:] if n else np.zeros((0, len(window.assets)))
     z = normal_quantile(settings.var_confidence)
-    param = parametric_var(d, sample_covariance(recent), z) if n > 1 else np.full(len(entity_ids), np.nan)
-    ewma_cov = ewma_covariance(recent, settings.ewma_lambda)
-    ewma = parametric_var(d, ewma_cov, z) if n else np.full(len(entity_ids), np.nan)
+    ewma_cov = np.zeros((len(window.assets),) * 2)
+    for n in np.unique(n_obs[n_obs > 0]):  # one group per window length, usually just one
+        rows = n_obs == n
+        losses = -pnl[rows, n_t - n:]
+        hist[rows] = historical_var(losses, settings.var_confidence)
+        es[rows] = historical_es(losses, settings.es_confidence)
+        recent = np.nan_to_num(window.returns[n_t - n:])  # assets these entities do not hold: weight 0
+        if n > 1:
+            param[rows] = parametric_var(d[rows], sample_covariance(recent), z)
+        cov = ewma_covariance(recent, settings.ewma_lambda)
+        ewma[rows] = parametric_var(d[rows], cov, z)
+        if n == n_obs.max():
+            ewma_cov = cov
     gross = (
         pl.DataFrame({"entity_id": entity_ids})
         .join(exposures.group_by("entity_id").agg(g=pl.col("gross_exposure_usd").sum()), on="entity_id",
@@ -117,11 +138,12 @@ def _var_family(entity_ids, lines, exposures, history, business_date, settings) 
         "var_99_1d_hist_usd": hist, "es_975_1d_hist_usd": es,
         "var_99_1d_param_usd": param, "var_99_1d_ewma_usd": ewma,
         "var_99_10d_hist_usd": hist * np.sqrt(settings.horizon_days),
-        "var_observations": [n] * len(entity_ids),
+        "var_observations": n_obs,
         "var_loss_per_gross": per_gross,
     }, schema_overrides={"var_observations": pl.Int64}).with_columns(pl.col(pl.Float64).fill_nan(None))
+    at_risk = np.isin(entity_ids, lines.filter(~pl.col("is_cash"))["entity_id"].unique().to_list())
     summary, series = backtest(entity_ids, pnl, window.dates, settings.lookback, settings.backtest_days,
-                               settings.var_confidence, business_date)
+                               settings.var_confidence, business_date, at_risk)
     return {"metrics": metrics, "backtest": summary, "series": series}
 
 

@@ -1,31 +1,94 @@
 """Stress scenarios: shock prices and implied vols, revalue the book.
 
-A scenario is a set of rows `asset, price_shock, vol_shock`; `asset = *` shocks
-every non-cash asset, and a row naming an asset overrides `*` for that asset (so
-a stablecoin depeg names the stablecoin); a named row without a vol shock takes
-the `*` row's. Spot balances move with their asset's
-shock, linear and inverse contracts by delta exposure × shock (exact: their USD
-value is linear in the mark), options by Black-76 full revaluation at the
-shocked spot and vol (vol floored at 1 %, time to expiry held).
+Two sources of scenarios run every day:
+
+* `reference` — the `scenarios` reference table. A scenario is a set of rows
+  `asset, price_shock, vol_shock`; `asset = *` shocks every non-cash asset, and a
+  row naming an asset overrides `*` for that asset (so a stablecoin depeg names the
+  stablecoin); a named row without a vol shock takes the `*` row's.
+* `builtin` — ids prefixed `BUILTIN_` (the prefix is reserved): uniform crashes of
+  −10 %, −30 % and −50 %, BTC −30 % with every other non-cash asset −45 %, implied
+  vols +50 % relative, a −10 % depeg of `settings.depeg_stablecoin`, and
+  correlation one (below).
+
+A scenario's vol move is `σ' = max(σ · vol_scale + vol_shock, 1 %)`: the reference
+table carries absolute shifts only (`vol_scale` 1); the built-in vol scenario a
+relative scale (1.5). Spot balances move with their asset's shock, linear and
+inverse contracts by delta exposure × shock (exact: their USD value is linear in
+the mark), options by Black-76 full revaluation at the shocked spot and vol (time
+to expiry held).
+
+Correlation one (`BUILTIN_CORRELATION_ONE`) is not one market state but a bound per
+entity: each non-cash asset moves by its largest absolute daily return in the VaR
+look-back window, in whichever direction hurts that entity's lines on the asset
+more (options revalued in both directions); the entity's PnL is the sum over
+assets of those worst PnLs.
+
+The liquidation cascade that follows each scenario lives in `cascade.py`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import polars as pl
 
+from ..config import Settings
 from .exposure import option_value_usd
+from .var import ReturnWindow
+
+BUILTIN_PREFIX = "BUILTIN_"
+CORRELATION_ONE_ID = "BUILTIN_CORRELATION_ONE"
+VOL_FLOOR = 0.01
+
+SCENARIO_SCHEMA = {"scenario_id": pl.String, "description": pl.String, "asset": pl.String,
+                   "price_shock": pl.Float64, "vol_shock": pl.Float64, "vol_scale": pl.Float64}
+
+STRESS_SCHEMA = {
+    "business_date": pl.Date, "entity_id": pl.String, "scenario_id": pl.String, "description": pl.String,
+    "source": pl.String, "pnl_usd": pl.Float64, "cascade_rounds": pl.Int64, "accounts_liquidated": pl.Int64,
+    "liquidated_notional_usd": pl.Float64, "cascade_pnl_usd": pl.Float64,
+}
+CASCADE_COLUMNS = ("cascade_rounds", "accounts_liquidated", "liquidated_notional_usd", "cascade_pnl_usd")
+
+
+def builtin_scenarios(settings: Settings) -> pl.DataFrame:
+    """The market-wide built-in scenarios as scenario rows (correlation one is separate)."""
+    coin = settings.depeg_stablecoin
+    rows = [
+        ("BUILTIN_CRASH_10", "Built-in: every non-cash asset -10 %", "*", -0.10, None, None),
+        ("BUILTIN_CRASH_30", "Built-in: every non-cash asset -30 %", "*", -0.30, None, None),
+        ("BUILTIN_CRASH_50", "Built-in: every non-cash asset -50 %", "*", -0.50, None, None),
+        ("BUILTIN_BTC30_ALTS45", "Built-in: BTC -30 %, every other non-cash asset -45 %", "*", -0.45, None, None),
+        ("BUILTIN_BTC30_ALTS45", "Built-in: BTC -30 %, every other non-cash asset -45 %", "BTC", -0.30, None, None),
+        ("BUILTIN_VOL_UP_50", "Built-in: implied vols +50 % relative (sigma x 1.5), prices unchanged",
+         "*", 0.0, None, 1.5),
+        ("BUILTIN_DEPEG_10", f"Built-in: stablecoin {coin} depegs -10 %", coin, -0.10, None, None),
+    ]
+    return pl.DataFrame(rows, schema=SCENARIO_SCHEMA, orient="row")
 
 
 def shock_matrix(scenarios: pl.DataFrame, assets: list[str], cash_assets: tuple[str, ...]):
-    """(assets × scenarios) price shocks and vol shocks, with `*` expanded and overridden."""
+    """(assets × scenarios) price shocks, absolute vol shifts and relative vol scales.
+
+    `*` is expanded to every non-cash asset and overridden by named rows; a named row
+    without a vol shift (or scale) takes the `*` row's. `vol_scale` is optional in
+    `scenarios` (the reference table has none): 1 where absent.
+    Returns `(ids, assets, price, vol_shift, vol_scale)`, ids sorted by scenario_id.
+    """
+    if "vol_scale" not in scenarios.columns:
+        scenarios = scenarios.with_columns(vol_scale=pl.lit(None, pl.Float64))
     ids = scenarios.select("scenario_id", "description").unique("scenario_id", keep="first").sort("scenario_id")
+    assets = sorted(assets)
+    if ids.is_empty() or not assets:
+        empty = np.zeros((len(assets), ids.height))
+        return ids, assets, empty, empty.copy(), empty + 1.0
     grid = pl.DataFrame({"asset": assets}).join(ids.select("scenario_id"), how="cross").with_columns(
         is_cash=pl.col("asset").is_in(list(cash_assets))
     )
-    sc = scenarios.select("scenario_id", "asset", "price_shock", "vol_shock")
+    sc = scenarios.select("scenario_id", "asset", "price_shock", "vol_shock", pl.col("vol_scale").cast(pl.Float64))
     named = sc.filter(pl.col("asset") != "*")
     star = sc.filter(pl.col("asset") == "*").drop("asset")
     full = (
@@ -34,56 +97,182 @@ def shock_matrix(scenarios: pl.DataFrame, assets: list[str], cash_assets: tuple[
         .with_columns(
             price=pl.coalesce("price_shock", pl.when(~pl.col("is_cash")).then(pl.col("price_shock_all")), pl.lit(0.0)),
             vol=pl.coalesce("vol_shock", pl.when(~pl.col("is_cash")).then(pl.col("vol_shock_all")), pl.lit(0.0)),
+            scale=pl.coalesce("vol_scale", pl.when(~pl.col("is_cash")).then(pl.col("vol_scale_all")), pl.lit(1.0)),
         )
     )
-    price = full.pivot(on="scenario_id", index="asset", values="price").sort("asset")
-    vol = full.pivot(on="scenario_id", index="asset", values="vol").sort("asset")
     order = ids["scenario_id"].to_list()
-    a_sorted = price["asset"].to_list()
-    return ids, a_sorted, price.select(order).to_numpy(), vol.select(order).to_numpy()
+    mats = [full.pivot(on="scenario_id", index="asset", values=v).sort("asset").select(order).to_numpy()
+            for v in ("price", "vol", "scale")]
+    return ids, assets, *mats
 
 
-def stress_results(entity_ids: list[str], lines: pl.DataFrame, scenarios: pl.DataFrame,
-                   cash_assets: tuple[str, ...], business_date: date) -> pl.DataFrame:
-    """`stress_results`: one row per entity and scenario with its PnL in USD."""
-    schema = {"business_date": pl.Date, "entity_id": pl.String, "scenario_id": pl.String,
-              "description": pl.String, "pnl_usd": pl.Float64}
-    if scenarios.is_empty() or not entity_ids:
-        return pl.DataFrame(schema=schema)
+@dataclass(frozen=True)
+class Scenarios:
+    """Every scenario of the day, as matrices over the book's assets.
+
+    The market-wide scenarios (reference and built-in, S of them) are columns of
+    `price`, `vol_shift`, `vol_scale` (A × S); `ids` has `scenario_id, description,
+    source` in the same order. Correlation one is per entity: `worst_move` (A,) is
+    each asset's largest absolute daily return over the window's known returns (0 for
+    cash, NaN where the window has none for it); None when no window was given.
+    """
+
+    ids: pl.DataFrame
+    assets: list[str]
+    price: np.ndarray
+    vol_shift: np.ndarray
+    vol_scale: np.ndarray
+    worst_move: np.ndarray | None
+    worst_description: str = ""
+
+    @property
+    def n_market(self) -> int:
+        return self.ids.height
+
+
+def build_scenarios(reference: pl.DataFrame, lines: pl.DataFrame, settings: Settings,
+                    window: ReturnWindow | None = None) -> Scenarios:
+    """Reference scenarios, then the built-ins; correlation one when a return window is given.
+
+    `window` is the VaR look-back (`settings.lookback` returns ending on the
+    business date); correlation one moves each asset by its largest absolute
+    return in it.
+    """
+    cash = settings.cash_assets
     assets = sorted(set(lines["underlying"].to_list()))
-    ids, assets, price, vol = shock_matrix(scenarios, assets, cash_assets)
-    e_index = {e: i for i, e in enumerate(entity_ids)}
-    a_index = {a: i for i, a in enumerate(assets)}
-    e_col = lines["entity_id"].replace_strict(e_index, return_dtype=pl.Int64).to_numpy()
-    a_col = lines["underlying"].replace_strict(a_index, return_dtype=pl.Int64).to_numpy()
+    parts = []
+    for source, table in (("reference", reference), ("builtin", builtin_scenarios(settings))):
+        ids, assets, price, vol, scale = shock_matrix(table, assets, cash)
+        parts.append((ids.with_columns(source=pl.lit(source)), price, vol, scale))
+    ids = pl.concat([p[0] for p in parts])
+    price, vol, scale = (np.concatenate([p[i] for p in parts], axis=1) for i in (1, 2, 3))
+    worst, description = None, ""
+    if window is not None:
+        n = window.returns.shape[0]
+        size = np.abs(np.asarray(window.returns, float).reshape(n, len(window.assets)))
+        known = ~np.isnan(size)  # a day without a return (short history) is skipped, never read as 0
+        top = np.where(known.any(axis=0), np.where(known, size, -np.inf).max(axis=0, initial=-np.inf), np.nan)
+        largest = dict(zip(window.assets, top))
+        worst = np.array([0.0 if a in cash else largest.get(a, np.nan) for a in assets], dtype=float)
+        description = (f"Built-in: correlation one, every non-cash asset moves against the entity by its largest "
+                       f"absolute daily return in the {n}-return VaR look-back")
+    return Scenarios(ids, assets, price, vol, scale, worst, description)
+
+
+def asset_index(lines: pl.DataFrame, assets: list[str]) -> np.ndarray:
+    """Row of each line's underlying in `assets`."""
+    return lines["underlying"].replace_strict({a: i for i, a in enumerate(assets)}, return_dtype=pl.Int64).to_numpy()
+
+
+def entity_index(lines: pl.DataFrame, entity_ids: list[str]) -> np.ndarray:
+    return lines["entity_id"].replace_strict({e: i for i, e in enumerate(entity_ids)}, return_dtype=pl.Int64).to_numpy()
+
+
+def effective_vol_shift(lines: pl.DataFrame, vol_shift: np.ndarray, vol_scale: np.ndarray) -> np.ndarray:
+    """Per line, the absolute vol shift equivalent to `σ · scale + shift`: `σ (scale − 1) + shift`.
+
+    Broadcasts like `vol_shift` ((n,) or (n, S)); 0 for lines without an implied vol.
+    """
+    sigma = lines["implied_vol"].fill_null(0.0).to_numpy()
+    sigma = sigma[:, None] if np.ndim(vol_shift) == 2 else sigma
+    return sigma * (vol_scale - 1.0) + vol_shift
+
+
+def line_pnl(lines: pl.DataFrame, move: np.ndarray, vol_shift: np.ndarray | float = 0.0) -> np.ndarray:
+    """USD PnL of each line when its underlying moves by `move` (a fraction) and its
+    implied vol by `vol_shift` (absolute, floored at 1 % after the shift).
+
+    `move` is (n,) or (n, S). Spot `value × move` (a named stablecoin moves too);
+    linear and inverse contracts `delta exposure × move` (exact); options the
+    Black-76 value change at the moved spot and vol against the model value today.
+    """
+    move = np.asarray(move, float)
     kind = lines["line_kind"].to_numpy()
     is_spot, is_opt = kind == "spot", kind == "option"
-
-    x = np.zeros((len(entity_ids), len(assets)))
     weight = np.where(is_spot, lines["value_usd"].to_numpy(), lines["delta_exposure_usd"].to_numpy())
-    lin = ~is_opt
-    np.add.at(x, (e_col[lin], a_col[lin]), weight[lin])
-    pnl = x @ price
+    weight = weight[:, None] if move.ndim == 2 else weight
+    pnl = weight * move
     if is_opt.any():
         opt = lines.filter(pl.Series(is_opt))
-        a_opt = a_col[is_opt]
-        base = option_value_usd(opt, np.ones((1, 1)))
-        np.add.at(pnl, e_col[is_opt], option_value_usd(opt, 1.0 + price[a_opt], vol[a_opt]) - base)
+        shift = np.broadcast_to(np.asarray(vol_shift, float), move.shape)[is_opt]
+        m = move[is_opt]
+        if m.ndim == 1:
+            m, shift = m[:, None], shift[:, None]
+        revalued = option_value_usd(opt, 1.0 + m, shift) - option_value_usd(opt, np.ones((1, 1)))
+        pnl[is_opt] = revalued if move.ndim == 2 else revalued[:, 0]
+    return pnl
 
+
+def market_line_shocks(lines: pl.DataFrame, scenarios: Scenarios) -> tuple[np.ndarray, np.ndarray]:
+    """(n, S) price move and effective absolute vol shift of each line in each market scenario."""
+    a = asset_index(lines, scenarios.assets)
+    move = scenarios.price[a]
+    return move, effective_vol_shift(lines, scenarios.vol_shift[a], scenarios.vol_scale[a])
+
+
+def correlation_one_moves(lines: pl.DataFrame, entity_ids: list[str], scenarios: Scenarios) -> np.ndarray:
+    """Per line, the signed move of its underlying in the entity's correlation-one world.
+
+    For each (entity, asset) the lines are revalued at `+r` and `−r` (r the asset's
+    largest absolute daily return; options fully revalued both ways) and the
+    direction with the lower summed PnL is taken (down on a tie). Cash lines: 0.
+    """
+    assert scenarios.worst_move is not None
+    e, a = entity_index(lines, entity_ids), asset_index(lines, scenarios.assets)
+    r = scenarios.worst_move[a]
+    shape = (len(entity_ids), len(scenarios.assets))
+    up, down = np.zeros(shape), np.zeros(shape)
+    np.add.at(up, (e, a), line_pnl(lines, r))
+    np.add.at(down, (e, a), line_pnl(lines, -r))
+    sign = np.where(up < down, 1.0, -1.0)
+    return sign[e, a] * r
+
+
+def stress_results(entity_ids: list[str], lines: pl.DataFrame, scenarios: Scenarios, business_date: date,
+                   cascade: pl.DataFrame | None = None) -> pl.DataFrame:
+    """`stress_results`: one row per entity and scenario with its PnL in USD before any
+    liquidation, the scenario's `source`, and (where `cascade` is given, keyed by
+    `entity_id, scenario_id, source`) the cascade columns; else those are null.
+    """
+    if not entity_ids:
+        return pl.DataFrame(schema=STRESS_SCHEMA)
+    e = entity_index(lines, entity_ids)
+    n_e = len(entity_ids)
+    move, shift = market_line_shocks(lines, scenarios)
+    pnl = np.zeros((n_e, scenarios.n_market))
+    np.add.at(pnl, e, line_pnl(lines, move, shift))
+    ids = scenarios.ids
+    if scenarios.worst_move is not None:
+        worst = np.zeros(n_e)
+        np.add.at(worst, e, line_pnl(lines, correlation_one_moves(lines, entity_ids, scenarios)))
+        pnl = np.column_stack([pnl, worst])
+        ids = pl.concat([ids, pl.DataFrame({"scenario_id": [CORRELATION_ONE_ID],
+                                            "description": [scenarios.worst_description], "source": ["builtin"]})])
     n_s = ids.height
-    return pl.DataFrame({
-        "business_date": [business_date] * (len(entity_ids) * n_s),
-        "entity_id": pl.Series(entity_ids).gather(np.repeat(np.arange(len(entity_ids)), n_s)),
-        "scenario_id": ids["scenario_id"].gather(np.tile(np.arange(n_s), len(entity_ids))),
-        "description": ids["description"].gather(np.tile(np.arange(n_s), len(entity_ids))),
+    rows = np.repeat(np.arange(n_e), n_s)
+    cols = np.tile(np.arange(n_s), n_e)
+    out = pl.DataFrame({
+        "business_date": [business_date] * (n_e * n_s),
+        "entity_id": pl.Series(entity_ids, dtype=pl.String).gather(rows),
+        "scenario_id": ids["scenario_id"].gather(cols),
+        "description": ids["description"].gather(cols),
+        "source": ids["source"].gather(cols),
         "pnl_usd": pnl.ravel(),
-    }, schema=schema)
+    }).with_columns(pl.col("pnl_usd").fill_nan(None))
+    if cascade is not None:
+        out = out.join(cascade.select("entity_id", "scenario_id", "source", *CASCADE_COLUMNS),
+                       on=["entity_id", "scenario_id", "source"], how="left", maintain_order="left")
+    else:
+        out = out.with_columns(*(pl.lit(None, STRESS_SCHEMA[c]).alias(c) for c in CASCADE_COLUMNS))
+    return out.with_columns(pl.col(pl.Float64).fill_nan(None)).select(list(STRESS_SCHEMA)).cast(STRESS_SCHEMA)
 
 
 def worst_stress(results: pl.DataFrame) -> pl.DataFrame:
-    """Per entity: the largest scenario loss (positive) and the scenario that causes it."""
+    """Per entity: the largest scenario loss (positive, from `pnl_usd`, before the
+    cascade) and the scenario that causes it; scenarios without a figure are skipped."""
     return (
-        results.sort("pnl_usd", "scenario_id")
+        results.filter(pl.col("pnl_usd").is_not_null())
+        .sort("pnl_usd", "scenario_id")
         .group_by("entity_id", maintain_order=True)
         .first()
         .select("entity_id", worst_stress_loss_usd=-pl.col("pnl_usd"), worst_stress_scenario="scenario_id")

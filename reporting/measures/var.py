@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -27,26 +27,33 @@ class ReturnWindow:
 
 
 def return_window(history: pl.DataFrame, assets: list[str], business_date: date, n_returns: int) -> ReturnWindow:
-    """The `n_returns` simple returns `close_t / close_(t−1) − 1` ending on `business_date`.
+    """The `n_returns` daily simple returns `close_t / close_(t−1) − 1` ending on `business_date`.
 
-    `history` (date, asset, close_usd) must be gap-free over the window for every
-    asset asked for; validation guarantees that before any measure runs. When the
-    history is shorter, the window is the longest gap-free one available.
+    Dates are calendar days. A return is NaN where either close is missing: a gap is
+    never bridged into a multi-day return. Validation guarantees the VaR window
+    (`lookback` returns) is complete for every held asset; earlier days (the
+    backtest's) may have gaps, and the measures mask them per entity.
     """
-    if not assets:
-        return ReturnWindow([], [], np.zeros((0, 0)))
-    wide = (
-        history.filter(pl.col("asset").is_in(assets) & (pl.col("date") <= business_date))
-        .pivot(on="asset", index="date", values="close_usd", aggregate_function="last")
+    first = business_date - timedelta(days=n_returns)
+    if not assets or n_returns <= 0:  # a cash-only book: every day's return vector is empty
+        dates = pl.date_range(first, business_date, "1d", eager=True).to_list()[1:] if n_returns > 0 else []
+        return ReturnWindow(dates, list(assets), np.zeros((len(dates), len(assets))))
+    closes = (
+        pl.DataFrame({"date": pl.date_range(first, business_date, "1d", eager=True)})
+        .join(
+            history.filter(pl.col("asset").is_in(assets) & pl.col("date").is_between(first, business_date))
+            .pivot(on="asset", index="date", values="close_usd", aggregate_function="last"),
+            on="date", how="left",
+        )
         .sort("date")
     )
-    wide = wide.select("date", *assets).drop_nulls()
-    wide = wide.tail(n_returns + 1)
-    closes = wide.select(assets).to_numpy()
-    rets = closes[1:] / closes[:-1] - 1.0
-    return ReturnWindow(wide["date"].to_list()[1:], assets, rets)
-
-
+    for asset in assets:  # an asset with no close at all in the window
+        if asset not in closes.columns:
+            closes = closes.with_columns(pl.lit(None, pl.Float64).alias(asset))
+    values = closes.select(assets).to_numpy().astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rets = values[1:] / values[:-1] - 1.0
+    return ReturnWindow(closes["date"].to_list()[1:], list(assets), rets)
 def tail_count(n: int, confidence: float) -> float:
     """N × (1 − c), rounded to 9 decimals so that (1 − 0.99) × 500 is exactly 5."""
     return round(n * (1.0 - confidence), 9)
@@ -112,12 +119,13 @@ def scenario_pnl(
     """PnL of today's book under each window date's returns: (entities × T).
 
     Linear lines: delta exposure × return of the underlying. Options: full
-    Black-76 revaluation at the shocked underlying (vol and expiry held).
+    Black-76 revaluation at the shocked underlying (vol and expiry held). NaN on a
+    day where an asset the entity holds has no return.
     """
     n_e, n_t = len(entity_ids), window.returns.shape[0]
     pnl = np.zeros((n_e, n_t))
     if n_t == 0 or not window.assets:
-        return pnl
+        return pnl  # no risky asset: the book's PnL is zero every day
     e_index = {e: i for i, e in enumerate(entity_ids)}
     a_index = {a: i for i, a in enumerate(window.assets)}
     risky = lines.filter(~pl.col("is_cash") & pl.col("underlying").is_in(window.assets))
@@ -125,17 +133,22 @@ def scenario_pnl(
     a_col = risky["underlying"].replace_strict(a_index, return_dtype=pl.Int64).to_numpy()
     is_opt = (risky["line_kind"] == "option").to_numpy()
 
+    missing = np.isnan(window.returns)
+    returns = np.where(missing, 0.0, window.returns)
     exposure = np.zeros((n_e, len(window.assets)))
     np.add.at(exposure, (e_col[~is_opt], a_col[~is_opt]), risky["delta_exposure_usd"].to_numpy()[~is_opt])
-    pnl += exposure @ window.returns.T
+    pnl += exposure @ returns.T
+    held = np.zeros((n_e, len(window.assets)))
+    np.add.at(held, (e_col, a_col), 1.0)
 
     if is_opt.any():
         opt = risky.filter(pl.Series(is_opt))
-        shocks = 1.0 + window.returns[:, a_col[is_opt]].T  # (n_opt, T)
+        shocks = 1.0 + returns[:, a_col[is_opt]].T  # (n_opt, T)
         base = option_value_usd(opt, np.ones((1, 1)))
         opt_pnl = option_value_usd(opt, shocks) - base
         np.add.at(pnl, e_col[is_opt], opt_pnl)
-    return pnl
+    # A day on which any asset the entity holds has no return has no PnL for it.
+    return np.where((held > 0).astype(float) @ missing.T.astype(float) > 0, np.nan, pnl)
 
 
 def delta_matrix(entity_ids: list[str], assets: list[str], exposures: pl.DataFrame) -> np.ndarray:

@@ -41,7 +41,9 @@ def test_var_family_and_limits_on_the_tiny_book(tiny_book):
     w = np.array([(1 - 0.94) * 0.94**i / (1 - 0.94**10) for i in range(10)])[::-1]
     assert a["var_99_1d_ewma_usd"] == pytest.approx(Z99 * 273_000 * np.sqrt(np.sum(w * np.square(BTC_RETURNS))))
     assert a["var_observations"] == 10
-    assert a["worst_stress_loss_usd"] == pytest.approx(0.4 * 273_000) and a["worst_stress_scenario"] == "crash"
+    # The built-in uniform −50 % crash is worse than the reference table's BTC −40 %.
+    assert a["worst_stress_loss_usd"] == pytest.approx(0.5 * 273_000)
+    assert a["worst_stress_scenario"] == "BUILTIN_CRASH_50"
     # With 10 returns of history and a 10-return look-back, the backtest has no observations.
     assert res.backtest.filter(pl.col("entity_id") == "A")["observations"].item() == 0
 
