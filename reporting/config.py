@@ -45,6 +45,9 @@ class Settings:
     crypto_exposure_limit_pct: float = 1.0
     default_warn_at: float = 0.8
 
+    off_market_tolerance: float = 0.10
+    """A perpetual's mark further than this from spot (as a fraction) is flagged off-market."""
+
     cascade_impact: float = 0.10
     """Extra price move per unit of liquidated notional over open interest."""
     cascade_max_rounds: int = 10

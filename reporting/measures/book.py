@@ -7,7 +7,7 @@ lives in its own module and is tested there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -85,7 +85,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         )
         .sort("entity_id")
     )
-    flags = _flags(metrics, accounts, settings)
+    flags = _flags(metrics, accounts, settings, stale_marks(lines, history, business_date, settings))
     return MeasureResults(
         lines=lines,
         exposures=exposures.with_columns(business_date=pl.lit(business_date)),
@@ -147,9 +147,43 @@ def _var_family(entity_ids, lines, exposures, history, business_date, settings) 
     return {"metrics": metrics, "backtest": summary, "series": series}
 
 
-def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date, settings: Settings) -> pl.DataFrame:
+    """Per entity, the marks that look stale or off-market (entity_id, flag, message).
+
+    * `stale_price`: a non-cash asset the entity holds closed today exactly where it
+      closed yesterday — a feed that stopped updating, not a market that did not move.
+    * `off_market_mark`: a perpetual whose mark is more than `off_market_tolerance` away
+      from its underlying's price (perpetuals trade within a small basis of spot).
+    """
+    yesterday = business_date - timedelta(days=1)
+    closes = history.filter(pl.col("date").is_in([yesterday, business_date]) & ~pl.col("asset").is_in(
+        list(settings.cash_assets)))
+    stale = (
+        closes.pivot(on="date", index="asset", values="close_usd", aggregate_function="last")
+        .rename(lambda c: {str(yesterday): "before", str(business_date): "today"}.get(c, c))
+    )
+    if not {"before", "today"} <= set(stale.columns):
+        stale = pl.DataFrame(schema={"asset": pl.String, "before": pl.Float64, "today": pl.Float64})
+    stale = stale.filter(pl.col("before") == pl.col("today"))
+    held = lines.filter(~pl.col("is_cash")).select("entity_id", "underlying").unique()
+    stale_rows = held.join(stale, left_on="underlying", right_on="asset").select(
+        "entity_id", flag=pl.lit("stale_price"),
+        message=pl.format("{} closed at {} USD on {} and {}: possibly a stale price; figures on it may be wrong",
+                          "underlying", "today", pl.lit(str(yesterday)), pl.lit(str(business_date))),
+    )
+    gap = (pl.col("mark_price") / pl.col("underlying_price") - 1).abs()
+    off = lines.filter((pl.col("line_kind") == "perpetual") & (gap > settings.off_market_tolerance)).select(
+        "entity_id", flag=pl.lit("off_market_mark"),
+        message=pl.format("{} marked at {} against {} spot ({}% away): check the mark", "instrument_id",
+                          "mark_price", "underlying_price", (gap * 100).round(1)),
+    ).unique()
+    return pl.concat([stale_rows.cast(FLAG_SCHEMA), off.cast(FLAG_SCHEMA)])
+
+
+def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings, marks: pl.DataFrame) -> pl.DataFrame:
     """Numbers that cannot be trusted as ordinary figures, one row per entity and reason."""
     parts = [
+        marks,
         metrics.filter(pl.col("equity_usd") <= 0).select(
             "entity_id", flag=pl.lit("equity_not_positive"),
             message=pl.format("Equity is {} USD: leverage is undefined and reported as a breach",

@@ -12,7 +12,7 @@ from reporting.measures.book import apply_limits, compute_measures
 from .conftest import BUSINESS_DATE
 
 BTC_RETURNS = [0.01, -0.02, 0.005, -0.04, 0.03, 0.0, -0.01, 0.02, -0.005, 0.015]
-ETH_RETURNS = [0.0] * 10
+ETH_RETURNS = [0.001 * (i + 1) * (-1) ** i for i in range(10)]  # moves every day: not stale
 Z99 = 2.3263478740408408
 
 
@@ -53,3 +53,20 @@ def test_var_family_and_limits_on_the_tiny_book(tiny_book):
     assert row["utilization"] == pytest.approx(273_000 / 43_000 / 3)
     a = metrics.filter(pl.col("entity_id") == "A").row(0, named=True)
     assert a["exposure_reduction_usd"] == pytest.approx(273_000 * (1 - 3 / (273_000 / 43_000)))
+
+
+def test_stale_and_off_market_marks_are_flagged(tiny_book):
+    settings = Settings(lookback=10, backtest_days=5)
+    hist = history()
+    # BTC closed yesterday exactly where it closes today: a feed that stopped
+    stale = hist.with_columns(close_usd=pl.when((pl.col("asset") == "BTC") & (
+        pl.col("date") == BUSINESS_DATE - timedelta(days=1))).then(91_000.0).otherwise(pl.col("close_usd")))
+    book = dict(tiny_book)
+    book["marks"] = tiny_book["marks"].with_columns(  # ETH-INV perpetual 20 % off its 3,100 spot
+        mark_price=pl.when(pl.col("instrument_id") == "ETH-INV").then(3_720.0).otherwise(pl.col("mark_price")))
+    flags = compute_measures(book, stale, BUSINESS_DATE, settings).flags
+    got = {(r["entity_id"], r["flag"]) for r in flags.iter_rows(named=True)}
+    assert ("A", "stale_price") in got and ("B", "stale_price") not in got
+    assert ("B", "off_market_mark") in got and ("A", "off_market_mark") not in got
+    clean = compute_measures(tiny_book, hist, BUSINESS_DATE, settings).flags
+    assert clean.filter(pl.col("flag").is_in(["stale_price", "off_market_mark"])).is_empty()
