@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name}", type=Path, help=f"{name} folder (default: config file or LEVTRACK_{name.upper()})")
     run.add_argument("--lookback", type=int, help="VaR look-back in returns (default 250)")
     run.add_argument("--config", type=Path, help="a levtrack.toml settings file")
+    back = sub.add_parser("backfill", help="run the daily flow for every date in a range, oldest first")
+    back.add_argument("--from", dest="start", type=_date, required=True, help="first business date")
+    back.add_argument("--to", dest="end", type=_date, required=True, help="last business date")
+    back.add_argument("--rerun", action="store_true", help="run dates that are already archived again")
+    for name in ("inbox", "reference", "lake", "archive"):
+        back.add_argument(f"--{name}", type=Path)
+    back.add_argument("--lookback", type=int)
+    back.add_argument("--config", type=Path)
     demo = sub.add_parser("demo", help="write the bundled sample book and run the daily flow on it")
     demo.add_argument("--dir", type=Path, default=Path("levtrack-demo"), help="where to put it (default ./levtrack-demo)")
     verify = sub.add_parser("verify", help="check every archived report against its manifest")
@@ -71,6 +79,22 @@ def main(argv: list[str] | None = None) -> int:
                                 args.date, args.config)
             print(f"Reports for {args.date}: {run_dir}")
             print(f"  summary: {run_dir / 'summary.pdf'}")
+            return 0
+        if args.command == "backfill":
+            from flows.backfill import backfill
+
+            if args.end < args.start:
+                print("levtrack backfill: --to is before --from", file=sys.stderr)
+                return 2
+            overrides = {"inbox": args.inbox, "reference": args.reference, "lake": args.lake,
+                         "archive": args.archive, "lookback": args.lookback}
+            load_settings(overrides, config_file=args.config)
+            ran = backfill(args.start, args.end, args.rerun,
+                           {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v is not None},
+                           str(args.config) if args.config else None)
+            print(f"Backfill {args.start} to {args.end}: {len(ran)} date(s) run")
+            for run_dir in ran:
+                print(f"  {run_dir}")
             return 0
         if args.command == "demo":
             from reporting.sample import write_sample_book

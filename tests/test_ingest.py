@@ -98,3 +98,30 @@ def test_oversized_files_are_refused_before_loading(tmp_path):
         read_table_file(tmp_path / "b.parquet", BALANCES, SizeLimits(max_rows=1000))
     typed, _ = read_table_file(path, BALANCES)  # within the default limits it is read
     assert typed.height == n
+
+
+def test_waiting_for_a_complete_drop(tmp_path):
+    from reporting.config import Settings
+    from reporting.daily import missing_from_drop, wait_for_drop
+    from reporting.errors import DropNotReady
+
+    d = date(2026, 11, 24)
+    folder = tmp_path / d.isoformat()
+    folder.mkdir()
+    for name in ("balances", "positions", "instruments", "marks"):
+        (folder / f"{name}.csv").write_text("x\n")
+    assert missing_from_drop(tmp_path, d) == ["asset_prices", "_READY"]
+    settings = Settings(inbox=tmp_path, ready_wait_seconds=0.3, ready_poll_seconds=0.05)
+    with pytest.raises(DropNotReady, match=r"missing asset_prices, _READY"):
+        wait_for_drop(settings, d)
+
+    naps = []
+
+    def arrive(seconds):  # the sender finishes while we wait
+        naps.append(seconds)
+        (folder / "asset_prices.parquet").write_bytes(b"")
+        (folder / "_READY").write_text("")
+
+    wait_for_drop(Settings(inbox=tmp_path, ready_wait_seconds=60, ready_poll_seconds=5), d, sleep=arrive)
+    assert naps == [5]
+    wait_for_drop(Settings(inbox=tmp_path / "nowhere"), d)  # no wait configured: no check
