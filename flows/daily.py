@@ -57,8 +57,15 @@ def validate(inputs: daily.DailyInputs, settings: Settings):
     return daily.validate_inputs(inputs, settings)
 
 
-@task(name="measures-and-limits", cache_policy=NO_CACHE, task_run_name="measures-{inputs.business_date}")
+def _measures_key(context, parameters) -> str:
+    return daily.measures_key(parameters["inputs"], parameters["validation"], parameters["settings"])
+
+
+@task(name="measures-and-limits", cache_key_fn=_measures_key, persist_result=True,
+      task_run_name="measures-{inputs.business_date}")
 def measures(inputs: daily.DailyInputs, validation, settings: Settings) -> daily.DailyResults:
+    """Cached on the content of everything it reads: a re-run on unchanged inputs does
+    not recompute; any changed input, parameter or code gives a new key."""
     return daily.compute(inputs, validation, settings)
 
 
@@ -101,7 +108,9 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
     logger = get_run_logger()
     settings = load_settings(overrides, config_file=Path(config_file) if config_file else None)
     notices = NotifyConfig.from_environ()
-    business_date = business_date or daily.previous_business_date(settings.schedule_timezone)
+    # a scheduled run reports on the day before it was *scheduled*, even if it starts late
+    scheduled = flow_run.scheduled_start_time
+    business_date = business_date or daily.previous_business_date(settings.schedule_timezone, scheduled)
     run_id, created_at = daily.new_run()
     started, timings = datetime.now(timezone.utc), {}
     inputs = results = None

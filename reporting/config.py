@@ -109,6 +109,8 @@ ENV_VARS: dict[str, str] = {
     "LEVTRACK_ARCHIVE": "archive",
     "LEVTRACK_LOOKBACK": "lookback",
     "LEVTRACK_CASH_ASSETS": "cash_assets",
+    "LEVTRACK_SCHEDULE_TIMEZONE": "schedule_timezone",
+    "LEVTRACK_READY_WAIT_SECONDS": "ready_wait_seconds",
 }
 
 

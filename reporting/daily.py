@@ -349,3 +349,31 @@ def limit_table(results: DailyResults) -> list[dict]:
                                        descending=[False, True, False])
         .with_columns(pl.col("business_date").cast(pl.String)).to_dicts()
     )
+
+
+def _frame_digest(h, frame: pl.DataFrame | None) -> None:
+    if frame is None:
+        h.update(b"none")
+        return
+    h.update(str(frame.schema).encode())
+    h.update(frame.write_ipc(None, compression="uncompressed").getvalue())
+
+
+def measures_key(inputs: DailyInputs, validation: ValidationReport, settings: Settings) -> str:
+    """Content hash of everything the measures depend on: the typed inputs, the price
+    history, the validation outcome (it decides the quarantine), yesterday's limit
+    utilization, the parameters and the code. Same key, same figures."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(inputs.business_date.isoformat().encode())
+    for name, frame in sorted(inputs.tables.items()):
+        h.update(name.encode())
+        _frame_digest(h, frame)
+    _frame_digest(h, inputs.history)
+    _frame_digest(h, validation.results.drop("business_date"))
+    _frame_digest(h, lake.read_table(settings.lake, "limit_utilization", before=inputs.business_date))
+    h.update(json.dumps(settings.parameters(), sort_keys=True, default=str).encode())
+    h.update(json.dumps(archive.code_version(), sort_keys=True).encode())
+    return h.hexdigest()

@@ -99,17 +99,43 @@ def test_lake_tables_are_written_as_hive_partitions(first_run):
         assert lake.partitions(root / "lake", raw) == [D]
 
 
+def measures_task_states() -> list[str]:
+    """States of this date's measure task runs, oldest first (from the Prefect API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"measures-{D}"])))
+    return [r.state.name for r in sorted(runs, key=lambda r: r.created)]
+
+
 def test_rerun_supersedes_and_replaces_the_partition(first_run, capsys):
     root, book = first_run
     before = snapshot(root / "archive")
     code, out, _ = run_cli(book, root, capsys)
     assert code == 0 and "summary.pdf" in out
+    assert measures_task_states()[-2:] == ["Completed", "Cached"]  # same inputs: not recomputed
     runs = runs_for_date(root / "archive", D)
     assert len(runs) == 2
     assert runs[1].manifest["supersedes"] == runs[0].run_id
     assert {k: v for k, v in snapshot(root / "archive").items() if k in before} == before  # untouched
     assert lake.read_table(root / "lake", "entity_metrics").height == 25  # replaced, not appended
     assert verify_archive(root / "archive") == []
+
+
+def test_a_changed_input_invalidates_the_measures_cache(first_run, capsys):
+    root, book = first_run
+    balances = book.inbox / D.isoformat() / "balances.csv"
+    original = balances.read_text()
+    try:
+        frame = pl.read_csv(balances, infer_schema=False)
+        frame.with_columns(amount=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("2500001.0"))
+                           .otherwise(pl.col("amount"))).write_csv(balances)
+        code, _, err = run_cli(book, root, capsys)
+    finally:
+        balances.write_text(original)
+    assert code == 0, err
+    assert measures_task_states()[-1] == "Completed"
 
 
 def test_bad_drop_fails_clearly_and_stores_nothing(first_run, capsys, tmp_path):
@@ -130,7 +156,7 @@ def test_bad_drop_fails_clearly_and_stores_nothing(first_run, capsys, tmp_path):
     assert "positions" in err and "instrument_id must exist in instruments" in err and "row 3: NO-SUCH-PERP" in err
     assert err.startswith("levtrack run: 2 critical validation rule(s) failed")
     runs = lake.read_table(root / "lake", "runs", on=D).sort("started_at")
-    assert runs["status"].to_list() == ["succeeded", "succeeded", "failed"]
+    assert runs["status"].to_list() == ["succeeded", "succeeded", "succeeded", "failed"]
     assert runs["error"][-1].startswith("2 critical validation rule(s) failed")
     drop_runs = lambda snap: {k: v for k, v in snap.items() if not k.startswith("runs/")}  # noqa: E731
     assert drop_runs(snapshot(root / "lake")) == drop_runs(before_lake)
