@@ -110,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  entity reports: {run_dir / 'entities'}")
             return 0
         if args.command == "verify":
-            from reporting.archive import verify_archive
+            from reporting.archive import retention_report, verify_archive
 
             settings = load_settings({"archive": args.archive}, config_file=args.config)
             problems = verify_archive(settings.archive)
+            print(f"Archive {settings.archive}: "
+                  f"{retention_report(settings.archive, settings.retention_years).summary()}")
             if problems:
                 print(f"levtrack verify: {len(problems)} problem(s) in {settings.archive}", file=sys.stderr)
                 for line in problems:

@@ -172,3 +172,48 @@ def verify_archive(archive: Path) -> list[str]:
                                 f"{'run ' + previous.run_id if previous else 'no earlier run'})")
             previous = run
     return problems
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    runs: int
+    dates: int
+    oldest: str | None
+    newest: str | None
+    retention_years: int
+    past_retention: list[str]
+    """Business dates older than the retention period: still kept, never deleted by levtrack."""
+
+    def summary(self) -> str:
+        if not self.runs:
+            return f"no archived runs; retention {self.retention_years} years"
+        line = (f"{self.runs} run(s) over {self.dates} business date(s), {self.oldest} to {self.newest}; "
+                f"retention {self.retention_years} years")
+        if self.past_retention:
+            line += (f"; {len(self.past_retention)} date(s) older than that are still kept "
+                     "(levtrack never deletes archived runs: disposal is a records-management decision)")
+        return line
+
+
+def retention_report(archive_root: Path, retention_years: int, today: date | None = None) -> RetentionReport:
+    """What the archive holds against the retention setting (SEC 17a-4 asks six years)."""
+    today = today or datetime.now(timezone.utc).date()
+    cutoff = today.replace(year=today.year - retention_years) if not (today.month == 2 and today.day == 29) \
+        else today.replace(year=today.year - retention_years, day=28)
+    days = []
+    runs = 0
+    root = Path(archive_root)
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                day = date.fromisoformat(folder.name)
+            except ValueError:
+                continue
+            n = len(runs_for_date(root, folder.name))
+            if n:
+                days.append(day)
+                runs += n
+    return RetentionReport(
+        runs=runs, dates=len(days), oldest=str(days[0]) if days else None, newest=str(days[-1]) if days else None,
+        retention_years=retention_years, past_retention=[str(d) for d in days if d < cutoff],
+    )

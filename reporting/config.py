@@ -65,6 +65,10 @@ class Settings:
     """If > 0, wait up to this long for a complete drop with a `_READY` marker before failing."""
     ready_poll_seconds: float = 10.0
 
+    retention_years: int = 6
+    """How long archived reports must be kept (SEC 17a-4: six years); `verify` reports against
+    it. Nothing in levtrack ever deletes an archived run."""
+
     lock_wait_seconds: float = 0.0
     """How long a run waits for another run of the same date before failing."""
 
@@ -92,7 +96,7 @@ class Settings:
         """The settings that shape the numbers, for the manifest and the report."""
         skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir",
                 "lock_wait_seconds", "max_input_bytes", "max_input_rows", "schedule_timezone",
-                "ready_wait_seconds", "ready_poll_seconds"}
+                "ready_wait_seconds", "ready_poll_seconds", "retention_years"}
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name in skip:
@@ -111,6 +115,7 @@ ENV_VARS: dict[str, str] = {
     "LEVTRACK_CASH_ASSETS": "cash_assets",
     "LEVTRACK_SCHEDULE_TIMEZONE": "schedule_timezone",
     "LEVTRACK_READY_WAIT_SECONDS": "ready_wait_seconds",
+    "LEVTRACK_RETENTION_YEARS": "retention_years",
 }
 
 

@@ -181,3 +181,21 @@ def test_breach_notice_is_mailed_with_the_summary(first_run, capsys, monkeypatch
     (pdf,) = [p for p in message.iter_attachments() if p.get_filename() == "summary.pdf"]
     latest = runs_for_date(root / "archive", D)[-1]
     assert pdf.get_content() == (latest.path / "summary.pdf").read_bytes()
+
+
+def test_verify_command_reports_retention_and_catches_one_altered_byte(first_run, capsys):
+    root, _ = first_run
+    assert main(["verify", "--archive", str(root / "archive")]) == 0
+    out = capsys.readouterr().out
+    assert "retention 6 years" in out and "every file matches its manifest" in out
+    run = runs_for_date(root / "archive", D)[0]
+    pdf = run.path / "summary.pdf"
+    original = pdf.read_bytes()
+    pdf.chmod(0o644)
+    try:
+        pdf.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
+        assert main(["verify", "--archive", str(root / "archive")]) == 5
+        assert f"{run.run_id}/summary.pdf: altered" in capsys.readouterr().err
+    finally:
+        pdf.write_bytes(original)
+        pdf.chmod(0o444)

@@ -71,3 +71,14 @@ def test_published_files_are_read_only(tmp_path):
     run = _run(tmp_path, "1")
     assert not os.access(run.path / "summary.html", os.W_OK) or os.geteuid() == 0
     assert (run.path / "summary.html").stat().st_mode & 0o222 == 0
+
+
+def test_retention_report_counts_and_never_deletes(tmp_path):
+    for day in ("2019-01-02", "2026-11-24"):
+        (tmp_path / day / "20261125T000000Z-aaaaaa").mkdir(parents=True)
+        (tmp_path / day / "20261125T000000Z-aaaaaa" / "manifest.json").write_text("{}")
+    report = archive.retention_report(tmp_path, 6, today=date(2026, 11, 25))
+    assert (report.runs, report.dates, report.oldest, report.newest) == (2, 2, "2019-01-02", "2026-11-24")
+    assert report.past_retention == ["2019-01-02"]
+    assert "still kept" in report.summary()
+    assert (tmp_path / "2019-01-02").is_dir()
