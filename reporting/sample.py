@@ -717,6 +717,7 @@ LIMITS: tuple[tuple[str, str, float, str, float | None], ...] = (
     ("*", "var_99_1d_hist_pct", 10.0, "max", 0.8),
     ("*", "liquidation_distance", 0.10, "min", 0.8),
     ("*", "crypto_exposure_pct_tier1", 1.0, "max", None),
+    ("*", "max_open_interest_share", 0.25, "max", 0.8),
     ("BOREAL", "var_99_1d_hist_pct", 20.0, "max", 0.8),
     ("CIRRUS", "var_99_1d_hist_pct", 15.0, "max", None),
     ("TIDEWATER", "gross_leverage", 1.0, "max", 0.8),
