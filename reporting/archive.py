@@ -51,7 +51,7 @@ def code_version() -> dict[str, str]:
     except PackageNotFoundError:
         pkg = "unknown"
     h = hashlib.sha256()
-    for folder in ("reporting", "flows", "templates", "expectations"):
+    for folder in ("reporting", "flows", "templates", "expectations", "docs"):
         for path in sorted((PROJECT_ROOT / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 h.update(path.relative_to(PROJECT_ROOT).as_posix().encode())

@@ -1,7 +1,9 @@
 """Rendering: the daily summary and the entity reports, as HTML and PDF.
 
 Formatting only. Every number printed here was computed elsewhere (``measures/``); this
-module picks rows, sorts them, formats values and hands them to Jinja templates. The
+module picks rows, sorts them, formats values and hands them to Jinja templates. The only
+arithmetic is presentation on printed figures: the exposure reduction as a share of gross
+exposure and what it leaves, the mean of the C 48-style daily series, bar widths. The
 conventions every template follows:
 
 * A missing value (null, NaN, infinite) prints as ``n/a``; never ``None``, ``nan`` or
@@ -20,32 +22,45 @@ Security: templates autoescape (an entity called ``<script>`` prints as text); t
 stylesheet is inlined so the HTML is self-contained; PDFs are rendered with
 :class:`DataOnlyURLFetcher`, which refuses every URL but ``data:``, so a report can never
 read a local file or reach the network while it is rendered.
+
+Archival: charts are SVG drawn here with matplotlib and embedded as ``data:`` URLs; every
+PDF is PDF/A-3b and carries the data behind it as CSV attachments (cells that a
+spreadsheet would execute are neutralised); the same :class:`ReportInputs` give
+byte-identical HTML and PDF (no clock is read: every date printed or embedded is the run's
+``created_at``, and the PDF identifier is derived from the run id and the document name).
+The methodology appendix is ``docs/methodology.md`` itself, rendered with raw HTML off.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import hashlib
+import io
+import json
 import math
 import os
 import re
 import tempfile
 import unicodedata
+import xml.etree.ElementTree as etree
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
 import jinja2
+import markdown
 import polars as pl
 from markupsafe import Markup
-from weasyprint import HTML
+from weasyprint import HTML, Attachment
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
 from .errors import LevtrackError, RenderError
+from .measures.limits import EXPOSURE_SCALED
 from .schemas import ENTITY_METRIC_COLUMNS
 
 __all__ = [
@@ -62,6 +77,13 @@ __all__ = [
     "entity_context",
     "verdict",
     "NA",
+    "ReportHTML",
+    "PdfAttachment",
+    "csv_bytes",
+    "csv_cell",
+    "render_methodology",
+    "backtest_chart",
+    "leverage_chart",
 ]
 
 NA = "n/a"
@@ -84,6 +106,9 @@ name ends in ``_pct``), e.g. ``var_99_1d_hist_pct`` = VaR / equity × 100.
 INTEGER_METRICS: frozenset[str] = frozenset(
     {"var_observations", "observations", "exceptions", "days_in_breach"}
 )
+
+TIER1_LABEL = "Tier 1 capital"
+EQUITY_CAPITAL_LABEL = "Equity (no Tier 1 capital given)"
 
 METRIC_LABELS: dict[str, str] = {
     "equity_usd": "Equity",
@@ -112,6 +137,7 @@ METRIC_LABELS: dict[str, str] = {
     "worst_stress_loss_usd": "Worst stress loss",
     "worst_stress_scenario": "Worst stress scenario",
     "crypto_exposure_pct_tier1": "Unhedged crypto exposure / Tier 1",
+    "max_open_interest_share": "Largest share of an instrument's open interest",
     "max_gross_leverage_for_var_limit": "Max gross leverage within VaR limit",
     "exposure_reduction_usd": "Exposure reduction to clear max limits",
 }
@@ -119,17 +145,30 @@ METRIC_LABELS: dict[str, str] = {
 ENTITY_METRIC_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Capital and exposure", (
         "equity_usd", "capital_usd", "gross_exposure_usd", "net_exposure_usd",
-        "gross_leverage", "net_leverage")),
-    ("Leverage ratio (Basel style)", (
-        "on_balance_sheet_usd", "derivatives_rc_usd", "derivatives_pfe_usd",
-        "derivatives_exposure_usd", "exposure_measure_usd", "leverage_ratio_pct")),
+        "gross_leverage", "net_leverage", "leverage_ratio_pct")),
     ("Margin", (
         "initial_margin_usd", "maintenance_margin_usd", "margin_utilization",
         "liquidation_distance")),
     ("Capital checks and leverage adjustment", (
-        "crypto_exposure_pct_tier1", "max_gross_leverage_for_var_limit",
-        "exposure_reduction_usd")),
+        "crypto_exposure_pct_tier1", "max_open_interest_share",
+        "max_gross_leverage_for_var_limit", "exposure_reduction_usd")),
 )
+"""The entity page's key figures. The leverage-ratio components are printed in the
+C 47.00-style table (:data:`C47_ROWS`) instead."""
+
+C47_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("1", "on_balance_sheet_usd",
+     "On-balance-sheet assets at gross market value (no netting of holdings against "
+     "borrowings, no collateral offset)"),
+    ("2", "derivatives_rc_usd",
+     "Derivatives: replacement cost (RC), Σ over netting sets of max(net MTM, 0)"),
+    ("3", "derivatives_pfe_usd",
+     "Derivatives: potential future exposure (PFE), SA-CCR equity class"),
+    ("4", "derivatives_exposure_usd", "Derivatives exposure, α × (RC + PFE)"),
+    ("5", "exposure_measure_usd", "Total leverage exposure measure (1 + 4)"),
+)
+"""Rows of the exposure-measure part of the C 47.00-style table: number, column, label."""
+
 VAR_BLOCK: tuple[str, ...] = (
     "var_99_1d_hist_usd", "var_99_1d_hist_pct", "es_975_1d_hist_usd", "var_99_1d_param_usd",
     "var_99_1d_ewma_usd", "var_99_10d_hist_usd", "var_observations",
@@ -143,7 +182,8 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "entity_id", "account_id", "venue", "equity_usd", "gross_exposure_usd",
         "net_exposure_usd", "gross_leverage", "initial_margin_usd", "maintenance_margin_usd",
         "margin_utilization", "liquidation_distance"),
-    "exposures": ("entity_id", "underlying", "delta_exposure_usd", "gross_exposure_usd"),
+    "exposures": ("entity_id", "underlying", "delta_exposure_usd", "gross_exposure_usd",
+                  "gamma_usd", "vega_usd"),
     "limit_utilization": (
         "entity_id", "metric", "value", "limit", "kind", "utilization", "status",
         "prev_utilization", "days_in_breach"),
@@ -157,6 +197,20 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "flags": ("entity_id", "flag", "message"),
 }
 """Columns the templates read, per input frame. Extra columns are allowed."""
+
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "backtest_series": ("entity_id", "date", "pnl_usd", "var_usd", "exception"),
+    "metrics_history": (
+        "business_date", "entity_id", "gross_leverage", "net_leverage", "capital_usd",
+        "exposure_measure_usd", "leverage_ratio_pct"),
+    "concentration": (
+        "entity_id", "instrument_id", "venue", "contracts", "open_interest",
+        "open_interest_share"),
+}
+"""Columns read from the frames that may be absent (None): a report without them says so."""
+
+HISTORY_FRAMES: dict[str, str] = {"backtest_series": "date", "metrics_history": "business_date"}
+"""Frames that span several dates (their date column): none may lie after the business date."""
 
 _MAX_CELL_TEXT = 240
 """Long free text (validation samples, row lists) is cut here, with the full count shown."""
@@ -276,6 +330,19 @@ def fmt_number(value: Any, decimals: int = 2) -> str:
 
 def fmt_integer(value: Any) -> str:
     return fmt_number(value, 0)
+
+
+def fmt_quantity(value: Any, max_decimals: int = 4) -> str:
+    """A count of contracts or units: whole numbers without decimals (``43,735``), others
+    with as many decimals as they need, at most ``max_decimals`` (``0.5``, ``12.25``)."""
+    v = _number(value)
+    if v is None:
+        return NA
+    d = _decimal(v)
+    for places in range(max_decimals + 1):
+        if d == d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):
+            return _fixed(d, places)
+    return _fixed(d, max_decimals)
 
 
 def fmt_text(value: Any) -> str:
@@ -402,11 +469,408 @@ def entity_slug(entity_id: str) -> str:
     return f"{base.lower() or 'entity'}-{digest}"
 
 
+# ------------------------------------------------------------------ attachments
+
+CSV_FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+"""A text cell starting with one of these is a formula to a spreadsheet (CSV injection,
+OWASP); it is written with a leading apostrophe, which spreadsheets show as plain text.
+Numbers are written as numbers: ``-1234.5`` is a loss, not a formula."""
+
+CSV_NOTE = ("CSV, UTF-8, RFC 4180; numbers at full precision, dates ISO 8601, empty = null; "
+            "text cells starting with = + - @ are prefixed with an apostrophe (')")
+
+
+def _csv_text(value: Any) -> tuple[str, bool]:
+    """A value as CSV text, and whether it is a number (never neutralised)."""
+    if value is None:
+        return "", True
+    if isinstance(value, bool):
+        return ("true" if value else "false"), True
+    if isinstance(value, int):
+        return str(value), True
+    if isinstance(value, float):
+        # repr: the shortest text that reads back as the same float
+        return repr(value), math.isfinite(value)
+    if isinstance(value, Decimal):
+        return str(value), value.is_finite()
+    if isinstance(value, (date, datetime)):
+        return value.isoformat(), True
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_csv_text(v)[0] for v in value), False
+    if isinstance(value, pl.Series):
+        return _csv_text(value.to_list())
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False), False
+    return str(value), False
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell: ``None`` empty, numbers exactly, dates ISO, text neutralised
+    (``=cmd|' /C calc'!A0`` → ``'=cmd|' /C calc'!A0``)."""
+    text, is_number = _csv_text(value)
+    if not is_number and text.startswith(CSV_FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def _sort_value(value: Any) -> tuple:
+    v = _number(value)
+    if value is None:
+        return (0, 0.0, "")
+    if v is not None and not isinstance(value, (str, bool)):
+        return (1, float(v), "")
+    return (2, 0.0, _csv_text(value)[0])
+
+
+def csv_bytes(frame: pl.DataFrame, sort_by: Sequence[str] = ()) -> bytes:
+    """``frame`` as CSV (header row, then one row per record), sorted by ``sort_by`` and
+    then by every column, so the bytes never depend on the input's row order."""
+    columns = list(frame.columns)
+    rows = frame.to_dicts()
+    rows.sort(key=lambda r: (tuple(_sort_value(r.get(c)) for c in sort_by),
+                             tuple(_sort_value(r[c]) for c in columns)))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([csv_cell(c) for c in columns])
+    for r in rows:
+        writer.writerow([csv_cell(r[c]) for c in columns])
+    return out.getvalue().encode("utf-8")
+
+
+@dataclass(frozen=True)
+class PdfAttachment:
+    """A file embedded in a report's PDF (PDF/A-3 associated file, relationship Data)."""
+
+    name: str
+    data: bytes
+    description: str
+    created: datetime
+    media_type: str = "text/csv"
+
+    def data_url(self) -> str:
+        return (f"data:{self.media_type};base64,"
+                + base64.b64encode(self.data).decode("ascii"))
+
+
+def pdf_identifier(run_id: str, document: str) -> bytes:
+    """The PDF file identifier of one document of a run: fixed by the run id and the
+    document's name, so a re-render of the same run gives the same bytes."""
+    digest = hashlib.sha256(f"levtrack\x00{run_id}\x00{document}".encode("utf-8"))
+    return digest.hexdigest()[:32].encode("ascii")
+
+
+def _content_identifier(html: str) -> bytes:
+    return hashlib.sha256(html.encode("utf-8")).hexdigest()[:32].encode("ascii")
+
+
+def created_datetime(created_at: str) -> datetime:
+    """The run's ``created_at`` (ISO 8601) as an aware UTC datetime."""
+    try:
+        dt = datetime.fromisoformat(str(created_at).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RenderError(f"created_at {created_at!r} is not an ISO-8601 date and time "
+                          "(e.g. 2025-02-01T06:15:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+class ReportHTML(str):
+    """A rendered report: the HTML document (a plain ``str`` to every caller), plus what
+    only its PDF carries.
+
+    ``attachments`` are embedded by :func:`write_pdf` through WeasyPrint's
+    ``attachments=`` option, never linked from the HTML (which stays free of ``<link>``);
+    ``pdf_identifier`` is the PDF's file identifier. Both are fixed by the inputs, so
+    ``write_pdf(render_…_html(inputs, …), path)`` gives the same bytes every time.
+    """
+
+    attachments: tuple[PdfAttachment, ...]
+    pdf_identifier: bytes
+
+    def __new__(cls, html: str, *, attachments: Iterable[PdfAttachment] = (),
+                pdf_identifier: bytes | None = None) -> "ReportHTML":
+        obj = super().__new__(cls, html)
+        obj.attachments = tuple(attachments)
+        obj.pdf_identifier = pdf_identifier or _content_identifier(html)
+        return obj
+
+
+def _attachment(name: str, frame: pl.DataFrame | None, sort_by: Sequence[str], what: str,
+                created: datetime) -> list[PdfAttachment]:
+    if frame is None:
+        return []
+    return [PdfAttachment(name=name, data=csv_bytes(frame, sort_by),
+                          description=f"{what}. {CSV_NOTE}.", created=created)]
+
+
+# ----------------------------------------------------------------------- charts
+
+CHART_STYLE: dict[str, Any] = {
+    "svg.hashsalt": "levtrack",      # element ids from this salt: the same chart, the same bytes
+    "svg.fonttype": "path",          # glyphs as outlines: no font needed to view the chart
+    "font.family": "DejaVu Sans",
+    "font.size": 6.5,
+    "axes.titlesize": 7.5,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 6.5,
+    "xtick.labelsize": 6,
+    "ytick.labelsize": 6,
+    "legend.fontsize": 6,
+    "axes.linewidth": 0.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.major.width": 0.5,
+    "ytick.major.width": 0.5,
+    "xtick.major.size": 2.5,
+    "ytick.major.size": 2.5,
+    "axes.grid": True,
+    "axes.grid.axis": "y",
+    "grid.linewidth": 0.3,
+    "grid.color": "#c8c8c8",
+    "axes.unicode_minus": True,
+    "path.simplify": False,
+}
+"""Small, print-sized charts that read in grayscale: dark = exception or limit, line
+styles and markers tell the series apart, every axis has its unit."""
+
+CHART_SIZE_MM: dict[str, tuple[float, float]] = {
+    "backtest": (186.0, 60.0),
+    "leverage": (92.0, 62.0),
+}
+"""Drawn at the size they are printed, so 6.5 pt in the chart is 6.5 pt on paper."""
+
+_BREACH_COLOUR = "#b00020"
+
+
+def _figure(kind: str) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = CHART_SIZE_MM[kind]
+    fig = Figure(figsize=(width / 25.4, height / 25.4), layout="constrained")
+    FigureCanvasAgg(fig)  # no pyplot: no global figure state, no GUI backend
+    return fig
+
+
+def _svg_data_url(fig: Any, title: str) -> str:
+    buf = io.BytesIO()
+    # No date and no software version in the file: the same data give the same bytes.
+    fig.savefig(buf, format="svg", metadata={"Title": title, "Date": None, "Creator": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _axis_money(value: float, _pos: Any = None) -> str:
+    """Tick labels in USD, short: ``$1.25M``, ``−$500k``, ``$0``."""
+    a = abs(value)
+    for div, suffix in ((1e9, "bn"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            body = f"{a / div:.3g}{suffix}"
+            break
+    else:
+        body = f"{a:.0f}"
+    if body in ("0", "0k"):
+        return "$0"
+    return (MINUS if value < 0 else "") + "$" + body
+
+
+def _date_axis(ax: Any, dates: Sequence[date]) -> None:
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    if len(set(dates)) == 1:
+        # one point: a week around it, one labelled tick, so it reads as a day, not a blur
+        d = dates[0]
+        ax.set_xlim(d - timedelta(days=3), d + timedelta(days=3))
+        ax.set_xticks([d], [d.isoformat()])
+        return
+    locator = AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=True))
+
+
+def backtest_chart(series: Iterable[Mapping[str, Any]]) -> dict[str, str] | None:
+    """Daily P&L bars of today's book against the −VaR line, exceptions marked.
+
+    ``series`` rows have ``date, pnl_usd, var_usd, exception``. Returns the chart as a
+    ``data:`` URL with its alt text, or None when there are no rows.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    pts = sorted(((r["date"], _number(r["pnl_usd"]), _number(r["var_usd"]),
+                   r["exception"] is True) for r in series if r["date"] is not None),
+                 key=lambda p: p[0])
+    if not pts:
+        return None
+    dates = [p[0] for p in pts]
+    pnl = [math.nan if p[1] is None else p[1] for p in pts]
+    var = [math.nan if p[2] is None else -p[2] for p in pts]
+    exc = [(p[0], p[1]) for p in pts if p[3] and p[1] is not None]
+    title = (f"VaR backtest: daily P&L against \u2212VaR 99 % 1d, "
+             f"{plural(len(pts), 'day', 'days')}, "
+             f"{plural(len(exc), 'exception', 'exceptions')}")
+    import matplotlib
+    import matplotlib.dates as mdates
+
+    # one bar per calendar day (crypto trades every day; a missing day has no bar), drawn
+    # as one filled outline rather than a shape per day: a small SVG, quick to print
+    first, last = dates[0], dates[-1]
+    by_day = {d: v for d, v in zip(dates, pnl)}
+    grid = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    heights = [by_day.get(d, 0.0) for d in grid]
+    heights = [0.0 if not math.isfinite(v) else v for v in heights]
+    edges = [mdates.date2num(d) - 0.5 for d in grid] + [mdates.date2num(last) + 0.5]
+    with matplotlib.rc_context(CHART_STYLE):
+        fig = _figure("backtest")
+        ax = fig.add_subplot()
+        ax.stairs(heights, edges, baseline=0.0, fill=True, color="#a6a6a6", linewidth=0,
+                  label="daily P&L, today's book held static")
+        if exc:
+            ax.bar([d for d, _ in exc], [v for _, v in exc], width=1.0, color=_BREACH_COLOUR,
+                   linewidth=0)
+            ax.plot([d for d, _ in exc], [v for _, v in exc], linestyle="none", marker="v",
+                    markersize=3.6, markerfacecolor=_BREACH_COLOUR, markeredgecolor="black",
+                    markeredgewidth=0.5, label="exception: loss > that day's VaR")
+        ax.step(dates, var, where="mid", color="black", linewidth=0.9,
+                label="\u2212VaR (from the returns up to the day before)")
+        ax.axhline(0.0, color="black", linewidth=0.4)
+        finite = [v for v in pnl + var if math.isfinite(v)]
+        if finite:
+            low, high = min(finite + [0.0]), max(finite + [0.0])
+            span = (high - low) or max(abs(high), 1.0)
+            ax.set_ylim(low - 0.05 * span, high + 0.32 * span)  # room for the legend on top
+        ax.yaxis.set_major_formatter(FuncFormatter(_axis_money))
+        _date_axis(ax, dates)
+        ax.margins(x=0.005)
+        ax.set_ylabel("P&L, USD")
+        ax.set_xlabel("date")
+        ax.set_title(title, loc="left")
+        ax.legend(loc="upper left", ncol=3, frameon=False, borderaxespad=0.2,
+                  handlelength=1.6, columnspacing=1.2)
+        url = _svg_data_url(fig, title)
+    return {"url": url, "alt": title}
+
+
+def leverage_chart(history: Iterable[Mapping[str, Any]], limit: Any = None
+                   ) -> dict[str, str] | None:
+    """Gross and net leverage over the business dates of ``history`` (rows with
+    ``business_date, gross_leverage, net_leverage``), with the gross-leverage limit.
+
+    A single day is drawn as two labelled points in a week-wide frame. Returns the chart
+    as a ``data:`` URL with its alt text, or None when there are no rows.
+    """
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import FuncFormatter
+
+    pts = sorted(((r["business_date"], _number(r["gross_leverage"]), _number(r["net_leverage"]))
+                  for r in history if r["business_date"] is not None), key=lambda p: p[0])
+    if not pts:
+        return None
+    lim = _number(limit)
+    dates = [p[0] for p in pts]
+    gross = [math.nan if p[1] is None else p[1] for p in pts]
+    net = [math.nan if p[2] is None else p[2] for p in pts]
+    title = f"Leverage history, {plural(len(set(dates)), 'business day', 'business days')}"
+    import matplotlib
+
+    with matplotlib.rc_context(CHART_STYLE):
+        fig = _figure("leverage")
+        ax = fig.add_subplot()
+        ax.plot(dates, gross, color="black", linewidth=1.0, marker="o", markersize=3.2,
+                label="gross leverage")
+        # hollow squares, larger than the dots: where net equals gross, both still show
+        ax.plot(dates, net, color="#5a5a5a", linewidth=1.0, linestyle=(0, (3, 1.5)),
+                marker="s", markersize=5.0, markerfacecolor="none", markeredgewidth=0.8,
+                label="net leverage")
+        if lim is not None:
+            ax.axhline(lim, color=_BREACH_COLOUR, linewidth=1.0, linestyle=(0, (6, 2)),
+                       label=f"gross leverage limit {fmt_leverage(lim)}")
+        values = [v for v in gross + net if math.isfinite(v)] + ([lim] if lim is not None else [])
+        top = max(values, default=0.0)
+        ax.set_ylim(0.0, (top * 1.45) if top > 0 else 1.0)
+        if not any(math.isfinite(v) for v in gross + net):
+            ax.text(0.5, 0.45, "leverage undefined: equity \u2264 0", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=7, color=_BREACH_COLOUR)
+        # the latest values, written right of their points; pulled apart when they meet
+        lasts = {}
+        for series, name in ((gross, "gross"), (net, "net")):
+            lasts[name] = next(((d, v) for d, v in zip(reversed(dates), reversed(series))
+                                if math.isfinite(v)), None)
+        close = (lasts["gross"] is not None and lasts["net"] is not None
+                 and abs(lasts["gross"][1] - lasts["net"][1]) < 0.08 * ax.get_ylim()[1])
+        for name, shift in (("gross", 4.0), ("net", -4.0)):
+            if lasts[name] is not None:
+                ax.annotate(f"{name} {fmt_leverage(lasts[name][1])}", lasts[name],
+                            xytext=(5, shift if close else 0), textcoords="offset points",
+                            va="center", ha="left", fontsize=6)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}\u00d7"))
+        _date_axis(ax, dates)
+        if len(set(dates)) > 1:
+            ax.margins(x=0.04)
+            right = max(dates)
+            ax.set_xlim(right=mdates.date2num(right) + 0.2 * (mdates.date2num(right)
+                                                             - mdates.date2num(min(dates))))
+        ax.set_ylabel("leverage (exposure / equity)")
+        ax.set_xlabel("business date")
+        ax.set_title(title, loc="left")
+        ax.legend(loc="upper left", ncol=1, frameon=False, borderaxespad=0.2, handlelength=2.4)
+        url = _svg_data_url(fig, title)
+    return {"url": url, "alt": title}
+
+
+# ------------------------------------------------------------------ methodology
+
+METHODOLOGY_SOURCE = "docs/methodology.md"
+"""The one source of the methodology: the compliance PDF's appendix is this file, rendered."""
+
+
+class _AppendixTreeprocessor(markdown.treeprocessors.Treeprocessor):
+    """Fits the rendered document into the appendix: drops its own top heading (the
+    appendix has one), moves every heading one level down, and prints links as text
+    with their address (an archived PDF should not send a reader anywhere)."""
+
+    def run(self, root: etree.Element) -> None:
+        first = next(iter(root), None)
+        if first is not None and first.tag == "h1":
+            root.remove(first)
+        for el in root.iter():
+            if el.tag in ("h1", "h2", "h3", "h4", "h5"):
+                el.tag = f"h{int(el.tag[1]) + 1}"
+            elif el.tag == "a":
+                href = el.attrib.pop("href", "")
+                el.attrib.clear()
+                el.tag = "span"
+                if href and not href.startswith("#"):
+                    suffix = f" ({href})"
+                    if len(el):
+                        el[-1].tail = (el[-1].tail or "") + suffix
+                    else:
+                        el.text = (el.text or "") + suffix
+
+
+def render_methodology(source: str) -> Markup:
+    """Markdown → HTML for the appendix (Python-Markdown with the tables extension).
+
+    Raw HTML is not passed through: block and inline HTML in the source print as text,
+    images are not loaded (``![x](y)`` prints as text and address), links print as text
+    with their address. The file is trusted repository content; this keeps it inert anyway.
+    """
+    md = markdown.Markdown(extensions=["tables"], output_format="html")
+    md.preprocessors.deregister("html_block")
+    for pattern in ("html", "image_link", "image_reference", "short_image_ref"):
+        md.inlinePatterns.deregister(pattern)
+    md.treeprocessors.register(_AppendixTreeprocessor(md), "levtrack_appendix", 5)
+    return Markup(md.convert(source))
+
+
 # ------------------------------------------------------------------ environment
 
 
-def make_environment(templates_dir: Path) -> jinja2.Environment:
-    """The Jinja environment: autoescaping, StrictUndefined, and the number filters."""
+def make_environment(templates_dir: Path, methodology: Path | None = None) -> jinja2.Environment:
+    """The Jinja environment: autoescaping, StrictUndefined, and the number filters.
+
+    ``methodology`` is the Markdown file the summary's appendix is rendered from; by
+    default ``docs/methodology.md`` next to the templates folder.
+    """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir)),
         autoescape=jinja2.select_autoescape(default_for_string=True, default=True),
@@ -424,6 +888,7 @@ def make_environment(templates_dir: Path) -> jinja2.Environment:
         pp=fmt_pp,
         num=fmt_number,
         int=fmt_integer,
+        qty=fmt_quantity,
         text=fmt_text,
         clip=fmt_clip,
         isodate=fmt_date,
@@ -432,7 +897,18 @@ def make_environment(templates_dir: Path) -> jinja2.Environment:
         bar=bar_width,
         slug=entity_slug,
     )
-    env.globals.update(NA=NA, metric_label=metric_label)
+    env.globals.update(NA=NA, metric_label=metric_label, plural=plural)
+    source = (Path(methodology) if methodology is not None
+              else Path(templates_dir).parent / METHODOLOGY_SOURCE)
+    env.globals["methodology_path"] = str(source)
+    env.globals["methodology_html"] = None
+    if source.is_file():
+        raw = source.read_bytes()
+        env.globals.update(
+            methodology_html=render_methodology(raw.decode("utf-8")),
+            methodology_sha256=hashlib.sha256(raw).hexdigest(),
+            methodology_name=METHODOLOGY_SOURCE if methodology is None else source.name,
+        )
     return env
 
 
@@ -467,6 +943,32 @@ def _check_inputs(inputs: ReportInputs) -> None:
                     f"ReportInputs.{name} holds rows for {other}, "
                     f"not only the business date {inputs.business_date.isoformat()}; "
                     "pass that date's rows only.")
+    for name, required in OPTIONAL_COLUMNS.items():
+        frame = getattr(inputs, name)
+        if frame is None:
+            continue
+        if not isinstance(frame, pl.DataFrame):
+            raise RenderError(f"ReportInputs.{name} must be a polars DataFrame or None, "
+                              f"got {type(frame).__name__}")
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise RenderError(
+                f"ReportInputs.{name} lacks column(s) {missing}; "
+                f"it has {frame.columns}. The renderer reads these columns.")
+        column = HISTORY_FRAMES.get(name, "business_date")
+        if column not in frame.columns or not frame.height:
+            continue
+        dates = {str(d)[:10] for d in frame[column].drop_nulls().unique().to_list()}
+        if name in HISTORY_FRAMES:
+            bad = sorted(d for d in dates if d > inputs.business_date.isoformat())
+            what = "after"
+        else:
+            bad = sorted(d for d in dates if d != inputs.business_date.isoformat())
+            what = "other than"
+        if bad:
+            raise RenderError(
+                f"ReportInputs.{name} holds rows for {bad}, {what} the business date "
+                f"{inputs.business_date.isoformat()}; pass rows up to that date only.")
     ids = inputs.entity_metrics["entity_id"]
     dup = sorted({str(i) for i in ids.filter(ids.is_duplicated()).to_list()})
     if dup:
@@ -545,6 +1047,7 @@ def _names(inputs: ReportInputs) -> dict[str, str]:
 
 def _common(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, Any]:
     params = dict(inputs.parameters or {})
+    created_datetime(inputs.created_at)  # refuse a creation time the PDF cannot carry
     return {
         "stylesheet": _stylesheet(env),
         "business_date": inputs.business_date.isoformat(),
@@ -609,6 +1112,11 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
         0 if str(r["severity"]).lower() == "critical" else 1,
         _str_key(r["table"]), _str_key(r["rule"]), _str_key(r["column"]), _row_key(r)))
 
+    if env.globals.get("methodology_html") is None:
+        raise RenderError(
+            f"the methodology appendix is rendered from {env.globals.get('methodology_path')}, "
+            "which does not exist; the compliance summary is not printed without it")
+
     ctx = _common(inputs, env)
     ctx.update(
         verdict=verdict(n_breach, n_warning, len(entities)),
@@ -626,9 +1134,37 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
     return ctx
 
 
-def render_summary_html(inputs: ReportInputs, env: jinja2.Environment) -> str:
-    """The compliance summary as one self-contained HTML document."""
-    return env.get_template("summary.html").render(summary_context(inputs, env))
+def summary_attachments(inputs: ReportInputs) -> list[PdfAttachment]:
+    """The data behind the summary, as the CSV files its PDF carries."""
+    created = created_datetime(inputs.created_at)
+    where = f"business date {inputs.business_date.isoformat()}, run {inputs.run_id}"
+    params = pl.DataFrame(
+        {"parameter": [k for k in sorted(inputs.parameters or {})],
+         "value": [json.dumps((inputs.parameters or {})[k], sort_keys=True, default=str)
+                   for k in sorted(inputs.parameters or {})]},
+        schema={"parameter": pl.String, "value": pl.String})
+    return [
+        *_attachment("entity_metrics.csv", inputs.entity_metrics, ("entity_id",),
+                     f"entity_metrics of every entity, {where}", created),
+        *_attachment("limit_utilization.csv", inputs.limit_utilization, ("entity_id", "metric"),
+                     f"limit_utilization of every entity, {where}", created),
+        *_attachment("entities.csv", inputs.entities, ("entity_id",),
+                     f"entities reference data (names, Tier 1 capital), {where}", created),
+        *_attachment("flags.csv", inputs.flags, ("entity_id", "flag"), f"flags, {where}",
+                     created),
+        *_attachment("validation_results.csv", inputs.validation_results, ("table", "rule"),
+                     f"validation_results of the input checks, {where}", created),
+        *_attachment("parameters.csv", params, ("parameter",),
+                     f"parameters of the run (values as JSON), {where}", created),
+    ]
+
+
+def render_summary_html(inputs: ReportInputs, env: jinja2.Environment) -> ReportHTML:
+    """The compliance summary as one self-contained HTML document (a ``str``), carrying
+    the CSV attachments and the identifier of its PDF."""
+    html = env.get_template("summary.html").render(summary_context(inputs, env))
+    return ReportHTML(html, attachments=summary_attachments(inputs),
+                      pdf_identifier=pdf_identifier(inputs.run_id, "summary"))
 
 
 # ------------------------------------------------------------------------- entity
@@ -637,6 +1173,85 @@ def render_summary_html(inputs: ReportInputs, env: jinja2.Environment) -> str:
 def _metric_items(row: Mapping[str, Any], metrics: Iterable[str]) -> list[dict[str, Any]]:
     return [{"metric": m, "label": metric_label(m), "value": fmt_metric(row.get(m), m)}
             for m in metrics]
+
+
+def quarter_start(d: date) -> date:
+    """First day of the calendar quarter holding ``d``: the start of the C 48-style
+    reporting period (COREP leverage returns are quarterly)."""
+    return date(d.year, 3 * ((d.month - 1) // 3) + 1, 1)
+
+
+def _mean(values: Iterable[Any]) -> tuple[float | None, int]:
+    nums = [float(v) for v in (_number(x) for x in values) if v is not None]
+    return (math.fsum(nums) / len(nums) if nums else None), len(nums)
+
+
+def _c47(m: Mapping[str, Any], tier1_given: bool, params: Mapping[str, Any]) -> dict[str, Any]:
+    floor = _number(params.get("leverage_ratio_floor_pct"))
+    ratio = _number(m.get("leverage_ratio_pct"))
+    return {
+        "rows": [{"no": no, "metric": col, "label": label, "value": m.get(col)}
+                 for no, col, label in C47_ROWS],
+        "capital_label": TIER1_LABEL if tier1_given else EQUITY_CAPITAL_LABEL,
+        "capital": m.get("capital_usd"),
+        "ratio": m.get("leverage_ratio_pct"),
+        "floor": floor,
+        "meets_floor": None if ratio is None or floor is None else ratio >= floor,
+        "alpha": params.get("saccr_alpha"),
+    }
+
+
+def _c48(inputs: ReportInputs, entity_id: str, today: Mapping[str, Any]) -> dict[str, Any]:
+    """The daily leverage ratio over the reporting period (quarter to date) and its mean."""
+    start = quarter_start(inputs.business_date)
+    rows: list[dict[str, Any]] = []
+    if inputs.metrics_history is not None:
+        rows = [r for r in _rows(_own(inputs.metrics_history, entity_id))
+                if r["business_date"] is not None
+                and start.isoformat() <= str(r["business_date"])[:10]
+                <= inputs.business_date.isoformat()]
+    if not any(str(r["business_date"])[:10] == inputs.business_date.isoformat() for r in rows) \
+            and today:
+        rows.append(dict(today))  # the history always ends with the report's own day
+    rows.sort(key=lambda r: (str(r["business_date"])[:10], _row_key(r)))
+    days = [{"date": str(r["business_date"])[:10], "capital": r.get("capital_usd"),
+             "exposure_measure": r.get("exposure_measure_usd"),
+             "ratio": r.get("leverage_ratio_pct")} for r in rows]
+    mean_ratio, n_ratio = _mean(d["ratio"] for d in days)
+    mean_capital, _ = _mean(d["capital"] for d in days)
+    mean_measure, _ = _mean(d["exposure_measure"] for d in days)
+    return {"start": start.isoformat(), "end": inputs.business_date.isoformat(), "days": days,
+            "mean_ratio": mean_ratio, "n_ratio": n_ratio, "mean_capital": mean_capital,
+            "mean_exposure_measure": mean_measure}
+
+
+def _reduction(limits: list[dict[str, Any]], m: Mapping[str, Any]) -> dict[str, Any]:
+    """What must be reduced to comply: the breached limits, which of them the exposure
+    reduction clears (breached ``max`` limits on metrics that scale with exposure), the
+    binding one, and the reduction itself with the gross exposure it leaves."""
+    breaches = []
+    for r in limits:
+        if r["status"] != "breach":
+            continue
+        value = _number(r["value"])
+        covered = (r["kind"] == "max" and r["metric"] in EXPOSURE_SCALED
+                   and value is not None and value > 0)
+        breaches.append(dict(r, covered=covered, binding=False))
+    covered = [b for b in breaches if b["covered"]]
+    if covered:
+        max(covered, key=lambda b: (_number(b["utilization"]) or 0.0))["binding"] = True
+    reduction, gross = _number(m.get("exposure_reduction_usd")), _number(m.get("gross_exposure_usd"))
+    return {
+        "breaches": breaches,
+        "n_covered": len(covered),
+        "reduction": reduction,
+        "gross": gross,
+        # presentation arithmetic on two printed figures
+        "gross_after": None if reduction is None or gross is None else gross - reduction,
+        "cut_share": None if reduction is None or not gross else reduction / gross,
+        "max_gross_leverage": m.get("max_gross_leverage_for_var_limit"),
+        "gross_leverage": m.get("gross_leverage"),
+    }
 
 
 def entity_context(inputs: ReportInputs, entity_id: str,
@@ -649,12 +1264,13 @@ def entity_context(inputs: ReportInputs, entity_id: str,
         raise RenderError(f"entity {entity_id!r} is neither in the entities reference "
                           "nor in entity_metrics")
 
-    def own(frame: pl.DataFrame) -> list[dict[str, Any]]:
-        return _rows(_own(frame, entity_id))
+    def own(frame: pl.DataFrame | None) -> list[dict[str, Any]]:
+        return [] if frame is None else _rows(_own(frame, entity_id))
 
     limits = _limit_rows(inputs, names, entity_id)
     status = _entity_status(limits).get(entity_id, "none")
     m = metrics.get(entity_id, {})
+    reference = next(iter(own(inputs.entities)), {})
 
     exposures = own(inputs.exposures)
     exposures.sort(key=lambda r: (_num_key(r["gross_exposure_usd"], descending=True),
@@ -665,6 +1281,10 @@ def entity_context(inputs: ReportInputs, entity_id: str,
     stress.sort(key=lambda r: (_num_key(r["pnl_usd"]), _str_key(r["scenario_id"]), _row_key(r)))
     backtest = own(inputs.backtest)
     backtest.sort(key=_row_key)
+    concentration = own(inputs.concentration)
+    concentration.sort(key=lambda r: (_num_key(r["open_interest_share"], descending=True),
+                                      _str_key(r["instrument_id"]), _str_key(r["venue"]),
+                                      _row_key(r)))
     flags = _flag_rows(inputs, names, entity_id)
 
     known = set(ENTITY_METRIC_COLUMNS)
@@ -672,6 +1292,25 @@ def entity_context(inputs: ReportInputs, entity_id: str,
     groups = [{"title": t, "items": _metric_items(m, cols)} for t, cols in ENTITY_METRIC_GROUPS]
     if extra:
         groups.append({"title": "Other measures", "items": _metric_items(m, extra)})
+
+    by_metric = {r["metric"]: r for r in limits}
+    oi_limit = by_metric.get("max_open_interest_share")
+    oi_cap = _number(oi_limit["limit"]) if oi_limit and oi_limit["kind"] == "max" else None
+    for r in concentration:  # the limit caps the largest share: every instrument against it
+        share = _number(r["open_interest_share"])
+        r["limit_use"] = share / oi_cap if share is not None and oi_cap else None
+        r["over_limit"] = r["limit_use"] is not None and r["limit_use"] > 1
+    gross_limit = by_metric.get("gross_leverage")
+    history = own(inputs.metrics_history) if inputs.metrics_history is not None else [m]
+    if m and not any(str(r.get("business_date"))[:10] == inputs.business_date.isoformat()
+                     for r in history):
+        history = history + [m]
+    charts = {
+        "backtest": (backtest_chart(own(inputs.backtest_series))
+                     if inputs.backtest_series is not None else None),
+        "leverage": leverage_chart(
+            [r for r in history if r], gross_limit["limit"] if gross_limit else None),
+    }
 
     ctx = _common(inputs, env)
     ctx.update(
@@ -689,13 +1328,62 @@ def entity_context(inputs: ReportInputs, entity_id: str,
         stress=stress,
         backtest=backtest,
         flags=flags,
+        concentration=concentration,
+        concentration_given=inputs.concentration is not None,
+        oi_limit=oi_limit,
+        gross_limit=gross_limit,
+        charts=charts,
+        backtest_series_given=inputs.backtest_series is not None,
+        c47=_c47(m, _number(reference.get("tier1_capital_usd")) is not None, inputs.parameters or {}),
+        c48=_c48(inputs, entity_id, m),
+        reduction=_reduction(limits, m),
     )
     return ctx
 
 
-def render_entity_html(inputs: ReportInputs, entity_id: str, env: jinja2.Environment) -> str:
-    """One entity's report as a self-contained HTML document."""
-    return env.get_template("entity.html").render(entity_context(inputs, entity_id, env))
+def entity_attachments(inputs: ReportInputs, entity_id: str) -> list[PdfAttachment]:
+    """The data behind one entity's report, as the CSV files its PDF carries."""
+    created = created_datetime(inputs.created_at)
+    where = (f"entity {entity_id}, business date {inputs.business_date.isoformat()}, "
+             f"run {inputs.run_id}")
+
+    def own(frame: pl.DataFrame | None) -> pl.DataFrame | None:
+        return None if frame is None else _own(frame, entity_id)
+
+    files: list[tuple[str, pl.DataFrame | None, tuple[str, ...], str]] = [
+        ("entity_metrics.csv", own(inputs.entity_metrics), (), "entity_metrics row"),
+        ("limit_utilization.csv", own(inputs.limit_utilization), ("metric",),
+         "limit_utilization rows"),
+        ("backtest.csv", own(inputs.backtest), (), "backtest row"),
+        ("stress_results.csv", own(inputs.stress_results), ("scenario_id",),
+         "stress_results rows"),
+        ("entities.csv", own(inputs.entities), (), "entities reference row"),
+        ("exposures.csv", own(inputs.exposures), ("underlying",),
+         "exposures by underlying (delta, gross, dollar gamma, vega)"),
+        ("account_metrics.csv", own(inputs.account_metrics), ("venue", "account_id"),
+         "account_metrics rows (margin by venue)"),
+        ("concentration.csv", own(inputs.concentration), ("instrument_id", "venue"),
+         "open-interest concentration rows"),
+        ("backtest_series.csv", own(inputs.backtest_series), ("date",),
+         "daily P&L against VaR behind the backtest chart"),
+        ("entity_metrics_history.csv", own(inputs.metrics_history), ("business_date",),
+         "entity_metrics of every business date up to this one (leverage chart, C 48 table)"),
+        ("flags.csv", own(inputs.flags), ("flag", "message"), "flags"),
+    ]
+    out: list[PdfAttachment] = []
+    for name, frame, sort_by, what in files:
+        out += _attachment(name, frame, sort_by, f"{what}, {where}", created)
+    return out
+
+
+def render_entity_html(inputs: ReportInputs, entity_id: str,
+                       env: jinja2.Environment) -> ReportHTML:
+    """One entity's report as a self-contained HTML document (a ``str``), carrying the
+    CSV attachments and the identifier of its PDF."""
+    html = env.get_template("entity.html").render(entity_context(inputs, entity_id, env))
+    return ReportHTML(html, attachments=entity_attachments(inputs, entity_id),
+                      pdf_identifier=pdf_identifier(inputs.run_id,
+                                                    f"entities/{entity_slug(entity_id)}"))
 
 
 # ---------------------------------------------------------------------------- PDF
@@ -743,16 +1431,37 @@ DEFAULT_PDF_VARIANT = "pdf/a-3b"
 """Archival PDF (PDF/A-3b): fonts embedded, colour profile, no external dependencies."""
 
 
-def write_pdf(html: str, path: Path, *, pdf_variant: str | None = DEFAULT_PDF_VARIANT) -> None:
+def write_pdf(html: str, path: Path, *, pdf_variant: str | None = DEFAULT_PDF_VARIANT,
+              attachments: Iterable[PdfAttachment] | None = None,
+              identifier: bytes | None = None) -> None:
     """Render ``html`` to a PDF at ``path`` with WeasyPrint, fetching ``data:`` URLs only.
+
+    ``attachments`` (default: those of a :class:`ReportHTML`) are embedded as PDF/A-3
+    associated files with the relationship ``Data``, dated the run's creation time; they
+    are fetched as ``data:`` URLs through the same :class:`DataOnlyURLFetcher`.
+    ``identifier`` (default: the :class:`ReportHTML`'s, else a digest of the HTML) is the
+    PDF file identifier. Together with the HTML's ``dcterms.created`` and
+    ``dcterms.modified`` meta, nothing in the file depends on the clock, so the same HTML
+    gives the same bytes.
 
     The PDF is produced in memory and written through a temporary file in the same
     folder, then renamed: a failed render never leaves a partial file behind.
     """
     path = Path(path)
-    document = HTML(string=html, base_url=None, url_fetcher=DataOnlyURLFetcher())
+    if attachments is None:
+        attachments = getattr(html, "attachments", ())
+    if identifier is None:
+        identifier = getattr(html, "pdf_identifier", None) or _content_identifier(str(html))
+    fetcher = DataOnlyURLFetcher()
+    files = [
+        Attachment(url=a.data_url(), url_fetcher=fetcher, name=a.name,
+                   description=a.description, created=a.created, modified=a.created,
+                   relationship="Data")
+        for a in attachments]
+    document = HTML(string=str(html), base_url=None, url_fetcher=fetcher)
     try:
-        pdf = document.write_pdf(pdf_variant=pdf_variant)
+        pdf = document.write_pdf(pdf_variant=pdf_variant, attachments=files or None,
+                                 pdf_identifier=identifier)
     except FatalURLFetchingError as exc:
         cause = exc.__cause__ or exc
         raise RenderError(f"PDF not written to {path}: {cause}") from exc

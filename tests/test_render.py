@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -36,6 +36,7 @@ from reporting.render import (
 from reporting.schemas import ENTITY_METRIC_COLUMNS
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+METHODOLOGY = Path(__file__).resolve().parents[1] / "docs" / "methodology.md"
 BD = date(2025, 1, 31)
 RUN = "20250131T061500Z-3f9c"
 
@@ -79,6 +80,12 @@ def make_inputs(names: dict[str, str] | None = None, *, extra_limits: list[dict]
         _metrics("E1", equity_usd=1234567.4, capital_usd=1234567.4,
                  gross_exposure_usd=7654321.6, net_exposure_usd=-0.4 + 5000000.0,
                  gross_leverage=6.2, net_leverage=4.0500001, leverage_ratio_pct=6.1,
+                 # C 47.00: 14,800,000 + 1.4 × (250,000 + 3,634,861.43) = 20,238,806
+                 on_balance_sheet_usd=14800000.0, derivatives_rc_usd=250000.0,
+                 derivatives_pfe_usd=3634861.43, derivatives_exposure_usd=5438806.0,
+                 # gross × (1 − 5 / 6.2): the gross-leverage breach is the binding one
+                 exposure_reduction_usd=1481481.6, max_gross_leverage_for_var_limit=4.5,
+                 max_open_interest_share=0.0625,
                  exposure_measure_usd=20238806.0, initial_margin_usd=456789.0,
                  maintenance_margin_usd=234567.0, margin_utilization=0.8241,
                  liquidation_distance=0.1234, var_99_1d_hist_usd=98765.4,
@@ -116,6 +123,8 @@ def make_inputs(names: dict[str, str] | None = None, *, extra_limits: list[dict]
         "underlying": ["ETH", "BTC", "BTC", "SOL"],
         "delta_exposure_usd": [-1654321.6, 6000000.0, 60000000.0, 250000.0],
         "gross_exposure_usd": [1654321.6, 6000000.0, 60000000.0, 250000.0],
+        "gamma_usd": [0.0, 4321.5, 0.0, 0.0],        # E1 BTC options: $4,322 per 1 % move
+        "vega_usd": [0.0, -8765.5, 0.0, 0.0],        # short vega: −$8,766 per vol point
     })
     limits = [
         {"entity_id": "E1", "metric": "gross_leverage", "value": 6.2, "limit": 5.0,
@@ -123,6 +132,9 @@ def make_inputs(names: dict[str, str] | None = None, *, extra_limits: list[dict]
          "days_in_breach": 3},
         {"entity_id": "E1", "metric": "leverage_ratio_pct", "value": 6.1, "limit": 3.0,
          "kind": "min", "utilization": 0.4918, "status": "ok", "prev_utilization": 0.5,
+         "days_in_breach": 0},
+        {"entity_id": "E1", "metric": "max_open_interest_share", "value": 0.0625, "limit": 0.1,
+         "kind": "max", "utilization": 0.625, "status": "ok", "prev_utilization": None,
          "days_in_breach": 0},
         {"entity_id": "E2", "metric": "var_99_1d_hist_usd", "value": 85000.0, "limit": 100000.0,
          "kind": "max", "utilization": 0.85, "status": "warning", "prev_utilization": 0.8,
@@ -165,12 +177,52 @@ def make_inputs(names: dict[str, str] | None = None, *, extra_limits: list[dict]
         "entity_id": ["E3", "E3"], "flag": ["EQUITY_NON_POSITIVE", "ACCOUNT_UNDER_WATER"],
         "message": ["equity is −$1,234: leverage undefined", "account A-9 at okx under water"],
     })
+    # E1: 30 backtest days up to the business date, exceptions on 2025-01-10 and 2025-01-28
+    days = [BD - timedelta(days=29 - i) for i in range(30)]
+    backtest_series = pl.DataFrame({
+        "entity_id": ["E1"] * 30 + ["E2"] * 3,
+        "date": days + days[-3:],
+        "pnl_usd": [(-1) ** i * 10000.0 * (1 + i % 7) for i in range(30)] + [500.0, -700.0, 900.0],
+        "var_usd": [95000.0] * 30 + [85000.0] * 3,
+        "exception": [False] * 33,
+    }).with_columns(
+        pnl_usd=pl.when(pl.col("date").is_in([date(2025, 1, 10), date(2025, 1, 28)])
+                        & (pl.col("entity_id") == "E1")).then(-150000.0)
+        .otherwise(pl.col("pnl_usd")),
+        exception=pl.col("date").is_in([date(2025, 1, 10), date(2025, 1, 28)])
+        & (pl.col("entity_id") == "E1"))
+    # E1 has four days in the lake: one of the previous quarter (chart only) and three of
+    # this quarter (the C 48-style table; mean ratio (5.9 + 6.0 + 6.1) / 3 = 6.00 %)
+    history = pl.concat([
+        pl.DataFrame([
+            _metrics("E1", business_date=date(2024, 12, 31), gross_leverage=5.0, net_leverage=3.0,
+                     capital_usd=1200000.0, exposure_measure_usd=19000000.0,
+                     leverage_ratio_pct=6.3157),
+            _metrics("E1", business_date=date(2025, 1, 29), gross_leverage=5.8, net_leverage=3.9,
+                     capital_usd=1180000.0, exposure_measure_usd=20000000.0,
+                     leverage_ratio_pct=5.9),
+            _metrics("E1", business_date=date(2025, 1, 30), gross_leverage=6.0, net_leverage=4.0,
+                     capital_usd=1200000.0, exposure_measure_usd=20000000.0,
+                     leverage_ratio_pct=6.0),
+        ], schema=METRIC_DTYPES),
+        metrics,
+    ]).sort("entity_id", "business_date")
+    concentration = pl.DataFrame({
+        "business_date": [BD, BD],
+        "entity_id": ["E1", "E1"],
+        "instrument_id": ["BTC-PERP", "ETH-PERP"],
+        "venue": ["binance", "deribit"],
+        "contracts": [1250.0, 300.5],
+        "open_interest": [20000.0, None],
+        "open_interest_share": [0.0625, None],
+    })
     return ReportInputs(
         business_date=BD, run_id=RUN, created_at="2025-02-01T06:15:00Z",
         code_version="0.1.0+test", parameters=Settings().parameters(), entities=entities,
         entity_metrics=metrics, account_metrics=accounts, exposures=exposures,
         limit_utilization=limit_utilization, backtest=backtest, stress_results=stress,
-        validation_results=validation, flags=flags)
+        validation_results=validation, flags=flags, backtest_series=backtest_series,
+        metrics_history=history, concentration=concentration)
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +233,13 @@ def env():
 @pytest.fixture(scope="module")
 def inputs():
     return make_inputs()
+
+
+def methodology_formula(line_start: str) -> str:
+    """The first `code` span of the line of docs/methodology.md starting with ``line_start``."""
+    line = next(x for x in METHODOLOGY.read_text(encoding="utf-8").splitlines()
+                if x.startswith(line_start))
+    return re.findall(r"`([^`]+)`", line)[0]
 
 
 def pdf_text(path: Path) -> str:
@@ -196,6 +255,9 @@ def visible_text(html: str) -> str:
     html = re.sub(r"<style.*?</style>", " ", html, flags=re.S)
     return re.sub(r"<[^>]+>", " ", html)
 
+
+CHART_IMG = re.compile(r'<img class="chart [a-z-]+" src="data:image/svg\+xml;base64,'
+                       r'[A-Za-z0-9+/=]+" alt="[^"<>]*">')
 
 BAD_WORDS = re.compile(r"\b(None|nan|NaN|inf|Infinity)\b")
 
@@ -285,7 +347,9 @@ def test_summary_pdf_content(summary_pdf):
     assert f"Business date 2025-01-31 · Run id {RUN}" in text
     assert "Page 1 of" in text
     assert "Appendix: methodology" in text
-    assert "ceil(round(N × (1 − c), 9))" in text
+    # the appendix is docs/methodology.md itself: its historical-VaR formula is printed
+    assert squash(methodology_formula("- **Historical VaR**")) in flat
+    assert squash("m = ceil(round(N(1 − c), 9))") in flat
     assert squash("λ = 0.94") in flat                 # printed from the parameters
 
 
@@ -388,7 +452,8 @@ def test_names_are_escaped(hostile_inputs, env):
         render_entity_html(hostile_inputs, eid, env) for eid in HOSTILE]
     for html in pages:
         assert "<script" not in html.lower()
-        assert "<img" not in html.lower()
+        # the only images are our charts, SVG embedded as data: URLs
+        assert "<img" not in CHART_IMG.sub("", html).lower()
         style = re.search(r"<style>(.*?)</style>", html, re.S).group(1)
         assert "url(" not in style and "@import" not in style and "etc/passwd" not in style
     summary = pages[0]
@@ -412,7 +477,9 @@ def test_hostile_names_print_as_text_and_fetch_nothing(hostile_inputs, env, tmp_
     write_pdf(render_summary_html(hostile_inputs, env), tmp_path / "s.pdf")
     for eid in HOSTILE:
         write_pdf(render_entity_html(hostile_inputs, eid, env), tmp_path / f"{eid}.pdf")
-    assert seen == []
+    # nothing but the reports' own charts and CSV attachments, all data: URLs
+    assert seen and all(u.startswith(("data:image/svg+xml;base64,", "data:text/csv;base64,"))
+                        for u in seen)
     text = squash(pdf_text(tmp_path / "s.pdf"))
     for name in HOSTILE.values():
         assert squash(name) in text
@@ -543,7 +610,8 @@ def test_pdf_is_reproducible(inputs, env, tmp_path):
 
 
 FRAMES = ("entities", "entity_metrics", "account_metrics", "exposures", "limit_utilization",
-          "backtest", "stress_results", "validation_results", "flags")
+          "backtest", "stress_results", "validation_results", "flags", "backtest_series",
+          "metrics_history", "concentration")
 
 
 def test_row_order_of_inputs_does_not_matter(inputs, env):
@@ -553,9 +621,13 @@ def test_row_order_of_inputs_does_not_matter(inputs, env):
     reversed_ = ReportInputs(**{
         **inputs.__dict__, **{f: getattr(inputs, f).reverse() for f in FRAMES}})
     for other in (shuffled, reversed_):
-        assert render_summary_html(other, env) == render_summary_html(inputs, env)
+        summary = render_summary_html(other, env)
+        assert summary == render_summary_html(inputs, env)
+        assert summary.attachments == render_summary_html(inputs, env).attachments  # CSV too
         for eid in ("E1", "E2", "E3"):
-            assert render_entity_html(other, eid, env) == render_entity_html(inputs, eid, env)
+            page = render_entity_html(other, eid, env)
+            assert page == render_entity_html(inputs, eid, env)
+            assert page.attachments == render_entity_html(inputs, eid, env).attachments
 
 
 def test_empty_optional_tables_render(inputs, env, tmp_path):
