@@ -11,12 +11,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = os.path.join(os.path.dirname(__file__), "data", "prefect-logging.yml")
 
 import email  # noqa: E402
 import email.policy  # noqa: E402
 import socket  # noqa: E402
 
 import pytest  # noqa: E402
+
 
 
 @pytest.fixture(scope="session")
