@@ -114,7 +114,9 @@ def test_rerun_supersedes_and_replaces_the_partition(first_run, capsys):
     before = snapshot(root / "archive")
     code, out, _ = run_cli(book, root, capsys)
     assert code == 0 and "summary.pdf" in out
-    assert measures_task_states()[-2:] == ["Completed", "Cached"]  # same inputs: not recomputed
+    # same inputs: not recomputed (the cache is keyed on content, so even the first run may
+    # have hit the result of an identical book run earlier in the session)
+    assert measures_task_states()[-1] == "Cached"
     runs = runs_for_date(root / "archive", D)
     assert len(runs) == 2
     assert runs[1].manifest["supersedes"] == runs[0].run_id
