@@ -70,13 +70,14 @@ def measures(inputs: daily.DailyInputs, validation, settings: Settings) -> daily
 
 
 @task(name="render", cache_policy=NO_CACHE, task_run_name="render-{report.business_date}")
-def render(report, settings: Settings) -> Path:
-    return daily.render(report, settings)
+def render(report, settings: Settings, run_id: str) -> Path:
+    return daily.render(report, settings, run_id)
 
 
 @task(name="publish", cache_policy=NO_CACHE, task_run_name="publish-{inputs.business_date}")
-def publish(inputs, results, validation, staging: Path, settings: Settings, created_at: str) -> Path:
-    return daily.publish(inputs, results, validation, staging, settings, created_at)
+def publish(inputs, results, validation, staging: Path, settings: Settings, created_at: str,
+            report_id: str) -> Path:
+    return daily.publish(inputs, results, validation, staging, settings, created_at, report_id)
 
 
 @task(name="notify", cache_policy=NO_CACHE, task_run_name="notify-{business_date}", retries=2,
@@ -126,11 +127,11 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
                 validation = validate(inputs, settings)
             with daily.timed(timings, "measures"):
                 results = measures(inputs, validation, settings)
-            report = daily.report_inputs(inputs, results, validation, settings, run_id, created_at)
+            report = daily.report_inputs(inputs, results, validation, settings)
             with daily.timed(timings, "render"):
-                staging = render(report, settings)
+                staging = render(report, settings, run_id)
             with daily.timed(timings, "publish"):
-                run_dir = publish(inputs, results, validation, staging, settings, created_at)
+                run_dir = publish(inputs, results, validation, staging, settings, created_at, report.report_id)
         except Exception as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             daily.record_run(settings, business_date, daily.run_row(

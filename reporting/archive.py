@@ -100,7 +100,7 @@ def file_entries(paths: list[Path], root: Path | None = None) -> list[dict[str, 
     ]
 
 
-def write_manifest(staging: Path, *, run_id: str, business_date: date, created_at: str,
+def write_manifest(staging: Path, *, run_id: str, report_id: str, business_date: date, created_at: str,
                    inputs: list[dict[str, Any]], lake: list[dict[str, Any]], parameters: dict[str, Any],
                    archive: Path) -> dict[str, Any]:
     """Hash every output in `staging`, chain to the date's latest run, write `manifest.json`."""
@@ -108,6 +108,7 @@ def write_manifest(staging: Path, *, run_id: str, business_date: date, created_a
     outputs = [p for p in staging.rglob("*") if p.is_file() and p.name != MANIFEST]
     manifest = {
         "run_id": run_id,
+        "report_id": report_id,
         "business_date": business_date.isoformat(),
         "created_at": created_at,
         "code_version": code_version(),

@@ -23,7 +23,10 @@ from .errors import DropNotReady
 from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, merge_history, read_drop, read_reference
 from .measures.book import MeasureResults, apply_limits, compute_measures
 from .schemas import DROP_TABLES
-from .render import ReportInputs, entity_slug, make_environment, render_entity_html, render_summary_html, write_pdf
+from .render import (
+    ReportInputs, document_time, entity_slug, make_environment, render_entity_html, render_summary_html, report_id,
+    write_pdf,
+)
 from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
 
 RAW_PREFIX = "raw_"
@@ -109,12 +112,13 @@ def quarantine_flags(quarantined: pl.DataFrame) -> pl.DataFrame:
 
 
 def report_inputs(inputs: DailyInputs, results: DailyResults, validation: ValidationReport,
-                  settings: Settings, run_id: str, created_at: str) -> ReportInputs:
+                  settings: Settings) -> ReportInputs:
+    """What the reports show, identified by a digest of it (`render.report_id`)."""
     version = archive.code_version()
-    return ReportInputs(
+    report = ReportInputs(
         business_date=inputs.business_date,
-        run_id=run_id,
-        created_at=created_at,
+        report_id="",
+        created_at=document_time(inputs.business_date),
         code_version=f"{version['package']} ({version['source_sha256'][:12]})",
         parameters=settings.parameters(),
         entities=inputs.reference.tables["entities"].drop(ROW, strict=False),
@@ -129,7 +133,9 @@ def report_inputs(inputs: DailyInputs, results: DailyResults, validation: Valida
         backtest_series=results.measures.backtest_series,
         metrics_history=metrics_history(settings, inputs.business_date, results.entity_metrics),
         concentration=results.measures.concentration,
+        cascade_moves=results.measures.cascade,
     )
+    return replace(report, report_id=report_id(report))
 
 
 def metrics_history(settings: Settings, business_date: date, today: pl.DataFrame) -> pl.DataFrame:
@@ -141,9 +147,9 @@ def metrics_history(settings: Settings, business_date: date, today: pl.DataFrame
     return both.select(today.columns).sort("entity_id", "business_date")
 
 
-def render(report: ReportInputs, settings: Settings) -> Path:
-    """Render the summary (HTML + PDF) and one PDF per entity into a staging folder."""
-    staging = archive.staging_dir(settings.archive, report.business_date, report.run_id)
+def render(report: ReportInputs, settings: Settings, run_id: str) -> Path:
+    """Render the summary (HTML + PDF) and one PDF per entity into run `run_id`'s staging folder."""
+    staging = archive.staging_dir(settings.archive, report.business_date, run_id)
     try:
         env = make_environment(settings.templates_dir)
         summary = render_summary_html(report, env)
@@ -199,7 +205,7 @@ def output_tables(inputs: DailyInputs, results: DailyResults, validation: Valida
 
 
 def publish(inputs: DailyInputs, results: DailyResults, validation: ValidationReport, staging: Path,
-            settings: Settings, created_at: str) -> Path:
+            settings: Settings, created_at: str, report_id: str) -> Path:
     """Stage the date's lake partitions, write the manifest, then commit both as one unit."""
     run_id = staging.name[len(archive.STAGING_PREFIX):]
     stage = commit.stage_tables(settings.lake, run_id, inputs.business_date,
@@ -208,7 +214,7 @@ def publish(inputs: DailyInputs, results: DailyResults, validation: ValidationRe
     input_entries = [{"table": names[Path(e["path"])], **e}
                      for e in archive.file_entries(list(inputs.sources.values()))]
     archive.write_manifest(
-        staging, run_id=run_id, business_date=inputs.business_date, created_at=created_at,
+        staging, run_id=run_id, report_id=report_id, business_date=inputs.business_date, created_at=created_at,
         inputs=input_entries, lake=archive.file_entries(commit.staged_files(stage), stage),
         parameters=settings.parameters(), archive=settings.archive,
     )

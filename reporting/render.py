@@ -26,8 +26,11 @@ read a local file or reach the network while it is rendered.
 Archival: charts are SVG drawn here with matplotlib and embedded as ``data:`` URLs; every
 PDF is PDF/A-3b and carries the data behind it as CSV attachments (cells that a
 spreadsheet would execute are neutralised); the same :class:`ReportInputs` give
-byte-identical HTML and PDF (no clock is read: every date printed or embedded is the run's
-``created_at``, and the PDF identifier is derived from the run id and the document name).
+byte-identical HTML and PDF (no clock is read: every date printed or embedded is
+``created_at``, the close of the business date, and the PDF identifier is derived from the
+report id and the document name). The report id is a digest of everything a report shows
+(:func:`report_id`), so two runs of a date on the same inputs, history and code print the
+same id and write the same bytes, while each run's manifest keeps its own run id and time.
 The methodology appendix is ``docs/methodology.md`` itself, rendered with raw HTML off.
 """
 
@@ -45,6 +48,7 @@ import re
 import tempfile
 import unicodedata
 import xml.etree.ElementTree as etree
+import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -234,8 +238,10 @@ class ReportInputs:
     """
 
     business_date: date
-    run_id: str
+    report_id: str
+    """A digest of everything below (:func:`report_id`): what the documents are traced by."""
     created_at: str
+    """The documents' creation time: the close of the business date (:func:`document_time`)."""
     code_version: str
     parameters: dict
     entities: pl.DataFrame
@@ -253,6 +259,9 @@ class ReportInputs:
     """entity_metrics of every business date in the lake up to and including this one."""
     concentration: pl.DataFrame | None = None
     """entity_id, instrument_id, venue, contracts, open_interest, open_interest_share."""
+    cascade_moves: pl.DataFrame | None = None
+    """scenario_id, round, underlying, liquidated_contracts_signed, extra_move: the
+    market-wide price moves of the liquidation cascades (the same for every entity)."""
 
 
 # ----------------------------------------------------------------------- formatting
@@ -552,11 +561,41 @@ class PdfAttachment:
                 + base64.b64encode(self.data).decode("ascii"))
 
 
-def pdf_identifier(run_id: str, document: str) -> bytes:
-    """The PDF file identifier of one document of a run: fixed by the run id and the
-    document's name, so a re-render of the same run gives the same bytes."""
-    digest = hashlib.sha256(f"levtrack\x00{run_id}\x00{document}".encode("utf-8"))
+def pdf_identifier(report_id: str, document: str) -> bytes:
+    """The PDF file identifier of one document: fixed by the report id and the document's
+    name, so the same report rendered twice gives the same bytes."""
+    digest = hashlib.sha256(f"levtrack\x00{report_id}\x00{document}".encode("utf-8"))
     return digest.hexdigest()[:32].encode("ascii")
+
+
+def document_time(business_date: date) -> str:
+    """The creation time written into every document: the close of the business date.
+
+    The clock would make two runs of the same date differ; the moment a run was
+    archived is in its manifest (``created_at``)."""
+    return f"{business_date.isoformat()}T23:59:59Z"
+
+
+def report_id(inputs: ReportInputs) -> str:
+    """``YYYYMMDD-`` and 16 hex digits of a SHA-256 over every table the reports print
+    (schema and rows, in order), the code version and the parameters.
+
+    Equal ids mean equal documents: a re-run on unchanged inputs and history prints the
+    same id, and ``levtrack report`` re-rendering from the lake finds it again. Rows are
+    hashed with polars' seeded row hash, so the polars version is part of the digest."""
+    h = hashlib.sha256()
+    h.update(f"levtrack report\x00{inputs.business_date.isoformat()}\x00{inputs.code_version}"
+             f"\x00polars {pl.__version__}\x00".encode())
+    h.update(json.dumps(inputs.parameters or {}, sort_keys=True, default=str).encode())
+    for f in dataclasses.fields(inputs):
+        frame = getattr(inputs, f.name)
+        if not isinstance(frame, pl.DataFrame):
+            continue
+        h.update(f"\x00{f.name}\x00{frame.height}\x00".encode())
+        h.update(repr([(c, str(t)) for c, t in frame.schema.items()]).encode())
+        if frame.height and frame.width:
+            h.update(frame.hash_rows(0).to_numpy().tobytes())
+    return f"{inputs.business_date:%Y%m%d}-{h.hexdigest()[:16]}"
 
 
 def _content_identifier(html: str) -> bytes:
@@ -1051,7 +1090,7 @@ def _common(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, Any]:
     return {
         "stylesheet": _stylesheet(env),
         "business_date": inputs.business_date.isoformat(),
-        "run_id": inputs.run_id,
+        "report_id": inputs.report_id,
         "created_at": inputs.created_at,
         "code_version": inputs.code_version,
         "p": params,
@@ -1130,14 +1169,46 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
         validation_checked=len(validation),
         validation_passed=len(validation) - len(failures),
         flags=flags,
+        cascades=_cascade_rows(inputs),
     )
     return ctx
+
+
+CASCADE_ROWS_PER_SCENARIO = 12  # the largest moves; every one is in cascade_moves.csv
+
+
+def _cascade_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
+    """Per scenario and underlying, the cascade's total extra move (the rounds'
+    moves compounded, as the prices are), with the accounts it liquidated."""
+    moves = inputs.cascade_moves
+    if moves is None or moves.is_empty():
+        return []
+    accounts = (inputs.stress_results.group_by("scenario_id")
+                .agg(pl.col("accounts_liquidated").sum()) if "accounts_liquidated"
+                in inputs.stress_results.columns else None)
+    total = (moves.group_by("scenario_id", "underlying")
+             .agg(rounds=pl.col("round").max(),
+                  contracts=pl.col("liquidated_contracts_signed").sum(),
+                  extra_move=(pl.col("extra_move") + 1.0).product() - 1.0)
+             .with_columns(rank=pl.col("extra_move").abs().rank("ordinal", descending=True)
+                           .over("scenario_id"),
+                           n_underlyings=pl.len().over("scenario_id"))
+             .sort("scenario_id", "rank", "underlying"))
+    if accounts is not None:
+        total = total.join(accounts, on="scenario_id", how="left")
+    rows = []
+    for r in _rows(total.filter(pl.col("rank") <= CASCADE_ROWS_PER_SCENARIO)):
+        r["more"] = (r["n_underlyings"] - CASCADE_ROWS_PER_SCENARIO
+                     if r["rank"] == CASCADE_ROWS_PER_SCENARIO else 0)
+        r.setdefault("accounts_liquidated", None)
+        rows.append(r)
+    return rows
 
 
 def summary_attachments(inputs: ReportInputs) -> list[PdfAttachment]:
     """The data behind the summary, as the CSV files its PDF carries."""
     created = created_datetime(inputs.created_at)
-    where = f"business date {inputs.business_date.isoformat()}, run {inputs.run_id}"
+    where = f"business date {inputs.business_date.isoformat()}, report {inputs.report_id}"
     params = pl.DataFrame(
         {"parameter": [k for k in sorted(inputs.parameters or {})],
          "value": [json.dumps((inputs.parameters or {})[k], sort_keys=True, default=str)
@@ -1154,6 +1225,9 @@ def summary_attachments(inputs: ReportInputs) -> list[PdfAttachment]:
                      created),
         *_attachment("validation_results.csv", inputs.validation_results, ("table", "rule"),
                      f"validation_results of the input checks, {where}", created),
+        *_attachment("cascade_moves.csv", inputs.cascade_moves, ("scenario_id", "round", "underlying"),
+                     f"cascade_moves: extra price move per scenario, round and underlying, {where}",
+                     created),
         *_attachment("parameters.csv", params, ("parameter",),
                      f"parameters of the run (values as JSON), {where}", created),
     ]
@@ -1164,7 +1238,7 @@ def render_summary_html(inputs: ReportInputs, env: jinja2.Environment) -> Report
     the CSV attachments and the identifier of its PDF."""
     html = env.get_template("summary.html").render(summary_context(inputs, env))
     return ReportHTML(html, attachments=summary_attachments(inputs),
-                      pdf_identifier=pdf_identifier(inputs.run_id, "summary"))
+                      pdf_identifier=pdf_identifier(inputs.report_id, "summary"))
 
 
 # ------------------------------------------------------------------------- entity
@@ -1345,7 +1419,7 @@ def entity_attachments(inputs: ReportInputs, entity_id: str) -> list[PdfAttachme
     """The data behind one entity's report, as the CSV files its PDF carries."""
     created = created_datetime(inputs.created_at)
     where = (f"entity {entity_id}, business date {inputs.business_date.isoformat()}, "
-             f"run {inputs.run_id}")
+             f"report {inputs.report_id}")
 
     def own(frame: pl.DataFrame | None) -> pl.DataFrame | None:
         return None if frame is None else _own(frame, entity_id)
@@ -1382,7 +1456,7 @@ def render_entity_html(inputs: ReportInputs, entity_id: str,
     CSV attachments and the identifier of its PDF."""
     html = env.get_template("entity.html").render(entity_context(inputs, entity_id, env))
     return ReportHTML(html, attachments=entity_attachments(inputs, entity_id),
-                      pdf_identifier=pdf_identifier(inputs.run_id,
+                      pdf_identifier=pdf_identifier(inputs.report_id,
                                                     f"entities/{entity_slug(entity_id)}"))
 
 

@@ -120,6 +120,15 @@ def test_rerun_supersedes_and_replaces_the_partition(first_run, capsys):
     runs = runs_for_date(root / "archive", D)
     assert len(runs) == 2
     assert runs[1].manifest["supersedes"] == runs[0].run_id
+    # a new run id, but the same inputs and code print the same report id and bytes
+    assert runs[0].run_id != runs[1].run_id
+    assert runs[0].manifest["report_id"] == runs[1].manifest["report_id"]
+    documents = sorted(p.relative_to(runs[0].path) for p in runs[0].path.rglob("*")
+                       if p.suffix in (".pdf", ".html"))
+    assert len(documents) == 2 * 26  # the summary and 25 entity reports, PDF and HTML
+    for rel in documents:
+        assert (runs[1].path / rel).read_bytes() == (runs[0].path / rel).read_bytes(), rel
+    assert runs[0].manifest["report_id"] in (runs[1].path / "summary.html").read_text(encoding="utf-8")
     assert {k: v for k, v in snapshot(root / "archive").items() if k in before} == before  # untouched
     assert lake.read_table(root / "lake", "entity_metrics").height == 25  # replaced, not appended
     assert verify_archive(root / "archive") == []

@@ -29,7 +29,7 @@ def _run(tmp_path, content: str) -> archive.RunRecord:
     (staging / "summary.html").write_text(content)
     (staging / "entities").mkdir()
     (staging / "entities" / "e.pdf").write_bytes(b"%PDF-fake")
-    archive.write_manifest(staging, run_id=run_id, business_date=D, created_at=f"2026-11-25T00:00:0{content}Z",
+    archive.write_manifest(staging, run_id=run_id, report_id="20261124-test", business_date=D, created_at=f"2026-11-25T00:00:0{content}Z",
                            inputs=[], lake=[], parameters={"lookback": 250}, archive=tmp_path)
     archive.publish_run(staging)
     return archive.runs_for_date(tmp_path, D)[-1]

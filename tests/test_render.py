@@ -38,7 +38,7 @@ from reporting.schemas import ENTITY_METRIC_COLUMNS
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 METHODOLOGY = Path(__file__).resolve().parents[1] / "docs" / "methodology.md"
 BD = date(2025, 1, 31)
-RUN = "20250131T061500Z-3f9c"
+RUN = "20250131-3f9c0a1b2c3d4e5f"
 
 # A 1×1 transparent PNG.
 PNG_1PX = base64.b64decode(
@@ -217,7 +217,7 @@ def make_inputs(names: dict[str, str] | None = None, *, extra_limits: list[dict]
         "open_interest_share": [0.0625, None],
     })
     return ReportInputs(
-        business_date=BD, run_id=RUN, created_at="2025-02-01T06:15:00Z",
+        business_date=BD, report_id=RUN, created_at="2025-02-01T06:15:00Z",
         code_version="0.1.0+test", parameters=Settings().parameters(), entities=entities,
         entity_metrics=metrics, account_metrics=accounts, exposures=exposures,
         limit_utilization=limit_utilization, backtest=backtest, stress_results=stress,
@@ -344,7 +344,7 @@ def test_summary_pdf_content(summary_pdf):
     assert "n/a" in text
     assert not BAD_WORDS.search(text), BAD_WORDS.search(text)
     assert "Daily leverage report" in text
-    assert f"Business date 2025-01-31 · Run id {RUN}" in text
+    assert f"Business date 2025-01-31 · Report id {RUN}" in text
     assert "Page 1 of" in text
     assert "Appendix: methodology" in text
     # the appendix is docs/methodology.md itself: its historical-VaR formula is printed
@@ -361,7 +361,7 @@ def test_summary_pdf_pages_are_landscape_and_headed(summary_pdf):
         assert float(box.width) > float(box.height)            # A4 landscape
         text = page.extract_text()
         assert f"Page {i} of {len(reader.pages)}" in text
-        assert f"Business date 2025-01-31 · Run id {RUN}" in text
+        assert f"Business date 2025-01-31 · Report id {RUN}" in text
 
 
 def test_breaches_listed_before_warnings(inputs, env, summary_pdf):
@@ -666,3 +666,48 @@ def test_hostile_entity_id(env, tmp_path):
     page = render_entity_html(inputs, hostile_id, env)
     assert "<svg" not in page.lower() and "&lt;svg onload=alert(1)&gt;" in page
     write_pdf(page, tmp_path / f"{entity_slug(hostile_id)}.pdf")
+
+
+def test_summary_prints_cascade_moves_compounded(env):
+    """Two rounds of −2 % and −1 % on BTC are (0.98 × 0.99) − 1 = −2.98 % in all; the
+    accounts liquidated are summed over the entities (E1 alone: 3)."""
+    base = make_inputs()
+    moves = pl.DataFrame({
+        "business_date": [BD] * 3, "scenario_id": ["CRASH_30"] * 3, "round": [1, 2, 1],
+        "underlying": ["BTC", "BTC", "ETH"],
+        "liquidated_contracts_signed": [120.0, 30.0, -5.0], "extra_move": [-0.02, -0.01, 0.004],
+    })
+    stress = base.stress_results.with_columns(
+        accounts_liquidated=pl.Series([1, 3, 0], dtype=pl.Int64))
+    inputs = ReportInputs(**{**base.__dict__, "cascade_moves": moves, "stress_results": stress})
+    flat = squash(visible_text(render_summary_html(inputs, env)))
+    assert squash("CRASH_30 3 BTC 2 150 \u22122.98 %") in flat
+    assert squash("ETH 1 \u22125 0.40 %") in flat
+    assert "cascade_moves.csv" in {a.name for a in render_summary_html(inputs, env).attachments}
+
+
+def test_summary_without_cascades_says_so(inputs, env):
+    assert "No scenario liquidated an account that moved a price." in visible_text(
+        render_summary_html(inputs, env))
+
+
+def test_report_id_is_a_digest_of_what_is_shown():
+    """Rebuilt frames with the same content give the same id; one figure changed by a
+    cent, one parameter, or one row's order gives another."""
+    from reporting.render import report_id
+
+    base = make_inputs()
+    same = ReportInputs(**{**base.__dict__, "entity_metrics": pl.DataFrame(
+        base.entity_metrics.to_dicts(), schema=base.entity_metrics.schema)})
+    assert report_id(same) == report_id(base)
+    assert report_id(base).startswith("20250131-") and len(report_id(base)) == 8 + 1 + 16
+    cent = base.entity_metrics.with_columns(
+        pl.when(pl.col("entity_id") == "E1").then(pl.col("equity_usd") + 0.01)
+        .otherwise(pl.col("equity_usd")).alias("equity_usd"))
+    assert report_id(ReportInputs(**{**base.__dict__, "entity_metrics": cent})) != report_id(base)
+    params = {**base.parameters, "lookback": 500}
+    assert report_id(ReportInputs(**{**base.__dict__, "parameters": params})) != report_id(base)
+    flipped = base.stress_results.reverse()
+    assert report_id(ReportInputs(**{**base.__dict__, "stress_results": flipped})) != report_id(base)
+    # the id itself is not part of the digest
+    assert report_id(ReportInputs(**{**base.__dict__, "report_id": "x"})) == report_id(base)

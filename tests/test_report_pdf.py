@@ -171,15 +171,15 @@ def test_pdfa_metadata_and_output_intent(rendered, name):
 
 def test_document_information(rendered):
     e1 = PdfReader(str(rendered["E1"]["pdf"])).metadata
-    assert e1.title == f"Alpha Fund (E1) leverage report 2025-01-31 (run {RUN})"
+    assert e1.title == f"Alpha Fund (E1) leverage report 2025-01-31 (report {RUN})"
     assert e1.author == "levtrack"
     assert e1.subject == "Leverage report of entity Alpha Fund (E1), business date 2025-01-31"
-    assert f"run {RUN}" in e1["/Keywords"] and "entity E1" in e1["/Keywords"]
+    assert f"report {RUN}" in e1["/Keywords"] and "entity E1" in e1["/Keywords"]
     summary = PdfReader(str(rendered["summary"]["pdf"])).metadata
-    assert summary.title == f"Daily leverage report 2025-01-31 (run {RUN})"
+    assert summary.title == f"Daily leverage report 2025-01-31 (report {RUN})"
     assert summary.subject.startswith("Daily leverage report (compliance summary) of 3 entities, "
                                       "business date 2025-01-31")
-    assert f"run {RUN}" in summary["/Keywords"]
+    assert f"report {RUN}" in summary["/Keywords"]
     xmp = xmp_text(PdfReader(str(rendered["E1"]["pdf"])))
     assert "Alpha Fund (E1) leverage report 2025-01-31" in xmp      # dc:title
     assert "levtrack" in xmp                                         # dc:creator
@@ -239,7 +239,7 @@ def test_attachments_are_pdfa3_associated_files(rendered):
     for spec in af:
         assert spec["/Type"] == "/Filespec"
         assert spec["/AFRelationship"] == "/Data"
-        assert "run " + RUN in spec["/Desc"] and "entity E1" in spec["/Desc"]
+        assert "report " + RUN in spec["/Desc"] and "entity E1" in spec["/Desc"]
         stream = spec["/EF"]["/F"].get_object()
         assert stream["/Subtype"] == "/text/csv"
         assert stream["/Params"]["/ModDate"] == "D:20250201061500Z"
@@ -412,10 +412,10 @@ def test_every_page_has_header_and_footer(rendered):
     for i, page in enumerate(reader.pages, start=1):
         text = page.extract_text()
         assert "Alpha Fund · E1" in text
-        assert f"Business date 2025-01-31 · Run id {RUN}" in text
+        assert f"Business date 2025-01-31 · Report id {RUN}" in text
         assert f"Page {i} of {n}" in text
-        assert f"Run id {RUN} · created 2025-02-01T06:15:00Z" in text
-        assert "verify with levtrack verify" in text
+        assert f"Report id {RUN} · as of 2025-02-01T06:15:00Z" in text
+        assert "check with levtrack verify" in text
 
 
 # ------------------------------------------------------------ methodology
