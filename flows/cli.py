@@ -1,4 +1,4 @@
-"""`levtrack`: run, demo and verify (data contract section 4).
+"""`levtrack`: run, backfill, demo, report and verify (data contract section 4).
 
 Exit status 0 on success; otherwise non-zero with the reason on stderr (first
 line), details after it. Prefect is configured here, before it is imported:
@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--config", type=Path)
     demo = sub.add_parser("demo", help="write the bundled sample book and run the daily flow on it")
     demo.add_argument("--dir", type=Path, default=Path("levtrack-demo"), help="where to put it (default ./levtrack-demo)")
+    report = sub.add_parser("report", help="render entity reports of an archived date from the lake")
+    report.add_argument("--entity", action="append", required=True, help="entity id (repeat for more)")
+    report.add_argument("--date", type=_date, required=True, help="business date, YYYY-MM-DD")
+    report.add_argument("--out", type=Path, default=Path("."), help="folder to write to (default: here)")
+    for name in ("lake", "archive"):
+        report.add_argument(f"--{name}", type=Path)
+    report.add_argument("--config", type=Path)
     verify = sub.add_parser("verify", help="check every archived report against its manifest")
     verify.add_argument("--archive", type=Path, help="archive folder (default: config or LEVTRACK_ARCHIVE)")
     verify.add_argument("--config", type=Path)
@@ -108,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Reports: {run_dir}")
             print(f"  summary: {run_dir / 'summary.pdf'} (and summary.html)")
             print(f"  entity reports: {run_dir / 'entities'}")
+            return 0
+        if args.command == "report":
+            from reporting.daily import render_entities_later
+
+            settings = load_settings({"lake": args.lake, "archive": args.archive}, config_file=args.config)
+            files, warning = render_entities_later(settings, args.date, args.entity, args.out.resolve())
+            if warning:
+                print(f"levtrack report: warning: {warning}", file=sys.stderr)
+            for path in files:
+                print(path)
             return 0
         if args.command == "verify":
             from reporting.archive import retention_report, verify_archive

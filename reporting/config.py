@@ -75,6 +75,15 @@ class Settings:
     liquidation_search_max_up: float = 10.0
     """Largest upward move (as a fraction) searched for a short book's liquidation."""
 
+    entity_reports_max: int = 500
+    """Books with more entities than this get an entity report only for entities in warning
+    or breach and those in `report_entities`; the summary prints those and attaches the
+    complete entity table (`levtrack report` renders any other entity later)."""
+    report_entities: tuple[str, ...] = ()
+    """Entities whose report is rendered every day, whatever their status."""
+    render_workers: int = 0
+    """Worker processes rendering entity PDFs in parallel (0: one per CPU)."""
+
     templates_dir: Path = PROJECT_ROOT / "templates"
     expectations_dir: Path = PROJECT_ROOT / "expectations"
 
@@ -88,6 +97,8 @@ class Settings:
                     f"{name} must be a fraction strictly between 0 and 1, got {value!r} "
                     "(write 0.99, not 99)"
                 )
+        if self.entity_reports_max < 0 or self.render_workers < 0:
+            raise ConfigError("entity_reports_max and render_workers must not be negative")
         if self.backtest_days < 1:
             raise ConfigError(f"backtest_days must be positive, got {self.backtest_days}")
         return self
@@ -96,7 +107,7 @@ class Settings:
         """The settings that shape the numbers, for the manifest and the report."""
         skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir",
                 "lock_wait_seconds", "max_input_bytes", "max_input_rows", "schedule_timezone",
-                "ready_wait_seconds", "ready_poll_seconds", "retention_years"}
+                "ready_wait_seconds", "ready_poll_seconds", "retention_years", "render_workers"}
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name in skip:
@@ -116,6 +127,8 @@ ENV_VARS: dict[str, str] = {
     "LEVTRACK_SCHEDULE_TIMEZONE": "schedule_timezone",
     "LEVTRACK_READY_WAIT_SECONDS": "ready_wait_seconds",
     "LEVTRACK_RETENTION_YEARS": "retention_years",
+    "LEVTRACK_REPORT_ENTITIES": "report_entities",
+    "LEVTRACK_RENDER_WORKERS": "render_workers",
 }
 
 

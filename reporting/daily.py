@@ -8,6 +8,7 @@ a bad drop or a failed render leaves stored data exactly as it was.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -19,13 +20,13 @@ import polars as pl
 
 from . import archive, commit, lake
 from .config import Settings
-from .errors import DropNotReady
+from .errors import DropNotReady, InputError
 from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, merge_history, read_drop, read_reference
 from .measures.book import MeasureResults, apply_limits, compute_measures
 from .schemas import DROP_TABLES
 from .render import (
-    ReportInputs, document_time, entity_slug, make_environment, render_entity_html, render_summary_html, report_id,
-    write_pdf,
+    ReportInputs, document_time, entity_report_ids, entity_slug, make_environment, render_summary_html, report_id,
+    write_entity_reports, write_pdf,
 )
 from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
 
@@ -111,29 +112,73 @@ def quarantine_flags(quarantined: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+REPORT_TABLES: dict[str, str] = {
+    # ReportInputs field: the lake table the daily run writes it to
+    "entities": "entities", "entity_metrics": "entity_metrics", "account_metrics": "account_metrics",
+    "exposures": "exposures", "limit_utilization": "limit_utilization", "backtest": "backtest",
+    "stress_results": "stress_results", "validation_results": "validation_results", "flags": "flags",
+    "backtest_series": "backtest_series", "concentration": "concentration", "cascade_moves": "cascade_moves",
+}
+
+
 def report_inputs(inputs: DailyInputs, results: DailyResults, validation: ValidationReport,
                   settings: Settings) -> ReportInputs:
     """What the reports show, identified by a digest of it (`render.report_id`)."""
+    tables = output_tables(inputs, results, validation)
+    return _report_inputs(settings, inputs.business_date, settings.parameters(), tables)
+
+
+def report_inputs_from_lake(settings: Settings, business_date: date, parameters: dict) -> ReportInputs:
+    """The same ReportInputs the daily run rendered, read back from the date's lake
+    partitions: `levtrack report` renders any entity later, byte for byte."""
+    tables = {}
+    for table in REPORT_TABLES.values():
+        if business_date in lake.partitions(settings.lake, table):
+            tables[table] = lake.read_partition(settings.lake, table, business_date, as_written=True)
+    missing = sorted(set(REPORT_TABLES.values()) - set(tables))
+    if "entity_metrics" in missing or "entities" in missing:
+        raise InputError(f"{settings.lake}: no {' or '.join(missing[:2])} partition for {business_date}; "
+                         "run the date first (levtrack run --date …)")
+    return _report_inputs(settings, business_date, parameters, tables)
+
+
+def render_entities_later(settings: Settings, business_date: date, entity_ids: list[str],
+                          out: Path) -> tuple[list[Path], str | None]:
+    """Render entity reports of an archived date from the lake into `out`, with the
+    parameters of the date's latest run; the bytes equal what that run would have written
+    (same lake partitions, same code). Returns the files and, when the report id differs
+    from the run's (the lake or the code changed since), a warning saying so."""
+    runs = archive.runs_for_date(settings.archive, business_date)
+    if not runs:
+        raise InputError(f"{settings.archive}: no archived run for {business_date}; run the date first")
+    latest = runs[-1]
+    report = report_inputs_from_lake(settings, business_date, latest.manifest["parameters"])
+    known = set(report.entity_metrics["entity_id"].to_list())
+    unknown = [e for e in entity_ids if e not in known]
+    if unknown:
+        raise InputError(f"{settings.lake}: no figures for entity {', '.join(map(repr, unknown))} on {business_date}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_entity_reports(report, entity_ids, out, settings.templates_dir)
+    files = [out / f"{entity_slug(e)}.{ext}" for e in entity_ids for ext in ("pdf", "html")]
+    warning = None
+    if report.report_id != latest.manifest.get("report_id"):
+        warning = (f"report id {report.report_id} differs from run {latest.run_id}'s "
+                   f"{latest.manifest.get('report_id')}: the lake or the code changed since that run, "
+                   "so these documents are not the ones it would have archived")
+    return files, warning
+
+
+def _report_inputs(settings: Settings, business_date: date, parameters: dict,
+                   tables: dict[str, pl.DataFrame]) -> ReportInputs:
     version = archive.code_version()
     report = ReportInputs(
-        business_date=inputs.business_date,
+        business_date=business_date,
         report_id="",
-        created_at=document_time(inputs.business_date),
+        created_at=document_time(business_date),
         code_version=f"{version['package']} ({version['source_sha256'][:12]})",
-        parameters=settings.parameters(),
-        entities=inputs.reference.tables["entities"].drop(ROW, strict=False),
-        entity_metrics=results.entity_metrics,
-        account_metrics=results.measures.account_metrics,
-        exposures=results.measures.exposures,
-        limit_utilization=results.limit_utilization,
-        backtest=results.measures.backtest,
-        stress_results=results.measures.stress_results,
-        validation_results=validation.results,
-        flags=results.measures.flags,
-        backtest_series=results.measures.backtest_series,
-        metrics_history=metrics_history(settings, inputs.business_date, results.entity_metrics),
-        concentration=results.measures.concentration,
-        cascade_moves=results.measures.cascade,
+        parameters=parameters,
+        metrics_history=metrics_history(settings, business_date, tables["entity_metrics"]),
+        **{name: tables.get(table) for name, table in REPORT_TABLES.items()},
     )
     return replace(report, report_id=report_id(report))
 
@@ -158,11 +203,8 @@ def render(report: ReportInputs, settings: Settings, run_id: str) -> Path:
         commit.crash_point("render")
         entities = staging / "entities"
         entities.mkdir()
-        for entity_id in report.entity_metrics["entity_id"].to_list():  # one document per entity
-            html = render_entity_html(report, entity_id, env)
-            slug = entity_slug(entity_id)
-            (entities / f"{slug}.html").write_text(html, encoding="utf-8")
-            write_pdf(html, entities / f"{slug}.pdf")
+        write_entity_reports(report, entity_report_ids(report), entities, settings.templates_dir,
+                             workers=settings.render_workers or os.cpu_count() or 1)
     except BaseException:
         archive.discard_staging(staging)
         raise
@@ -177,6 +219,7 @@ def output_tables(inputs: DailyInputs, results: DailyResults, validation: Valida
         out[RAW_PREFIX + name] = frame
     for name, frame in inputs.reference.raw.items():
         out[RAW_PREFIX + name] = frame
+    out["entities"] = inputs.reference.tables["entities"].drop(ROW, strict=False)  # as the reports show it
     for name, frame in inputs.drop.tables.items():
         if name != "price_history":
             out[name] = frame.drop(ROW)

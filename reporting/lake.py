@@ -9,6 +9,7 @@ and do not end in `.parquet`, so no reader picks them up.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from datetime import date
@@ -18,6 +19,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 PART_FILE = "part-0.parquet"
+COLUMNS_KEY = b"levtrack:columns"
+"""Parquet metadata: the frame's column order, `business_date` included where it was, so a
+partition reads back as the very frame that was written (a re-render depends on it)."""
 
 
 def partition_dir(lake: Path, table: str, business_date: date) -> Path:
@@ -45,7 +49,9 @@ def write_partition(lake: Path, table: str, business_date: date, frame: pl.DataF
 
 def write_file(frame: pl.DataFrame, path: Path) -> None:
     """Write one partition file durably (fsync'd); `business_date` lives in the path, not the file."""
-    pq.write_table(frame.drop("business_date", strict=False).to_arrow(), path, compression="zstd")
+    table = frame.drop("business_date", strict=False).to_arrow()
+    meta = {**(table.schema.metadata or {}), COLUMNS_KEY: json.dumps(frame.columns).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
@@ -76,8 +82,18 @@ def read_table(lake: Path, table: str, *, before: date | None = None, up_to: dat
              if (before is None or d < before) and (up_to is None or d <= up_to) and (on is None or d == on)]
     if not dates:
         return None
-    frames = [
-        pl.read_parquet(partition_dir(lake, table, d) / PART_FILE).with_columns(business_date=pl.lit(d))
-        for d in dates
-    ]
-    return pl.concat(frames, how="diagonal_relaxed")
+    return pl.concat([read_partition(lake, table, d) for d in dates], how="diagonal_relaxed")
+
+
+def read_partition(lake: Path, table: str, business_date: date, *, as_written: bool = False) -> pl.DataFrame:
+    """One partition, columns in the order they were written, with its `business_date`
+    (appended if the written frame had none, unless `as_written`)."""
+    path = partition_dir(lake, table, business_date) / PART_FILE
+    frame = pl.read_parquet(path).with_columns(business_date=pl.lit(business_date))
+    written = (pq.read_schema(path).metadata or {}).get(COLUMNS_KEY)
+    if written is None:  # written before the order was recorded
+        return frame
+    columns = json.loads(written)
+    if not as_written and "business_date" not in columns:
+        columns.append("business_date")
+    return frame.select(columns)

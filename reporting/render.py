@@ -1080,6 +1080,21 @@ def _entity_status(limit_rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return status
 
 
+def entity_report_ids(inputs: ReportInputs) -> list[str]:
+    """The entities that get their own report today, in entity order: every one on a book
+    of at most `entity_reports_max` entities; on a larger book those in warning or breach
+    and those named in `report_entities` (any other is rendered on demand from the lake)."""
+    ids = inputs.entity_metrics["entity_id"].unique(maintain_order=True).to_list()
+    params = inputs.parameters or {}
+    most = params.get("entity_reports_max")
+    if most is None or len(ids) <= int(most):
+        return ids
+    alert = set(inputs.limit_utilization.filter(pl.col("status").is_in(["breach", "warning"]))
+                ["entity_id"].to_list())
+    named = set(params.get("report_entities") or ())
+    return [e for e in ids if e in alert or e in named]
+
+
 def _names(inputs: ReportInputs) -> dict[str, str]:
     return {r["entity_id"]: r["name"] for r in _rows(inputs.entities)}
 
@@ -1140,6 +1155,13 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
         entities.append(row)
     entities.sort(key=lambda r: (STATUS_ORDER.get(r["status"], -1), _str_key(r["entity_id"])))
 
+    reported = set(entity_report_ids(inputs))
+    for r in (*limits, *flags, *entities):
+        if r["entity_id"] not in reported:
+            r["slug"] = None  # no entity report today: nothing to link to
+    selective = len(reported) < len(metrics)  # a large book: the rest is attached, not printed
+    printed = [e for e in entities if e["entity_id"] in reported] if selective else entities
+
     alerts = [r for r in limits if r["status"] in ("breach", "warning")]
     n_breach = sum(r["status"] == "breach" for r in limits)
     n_warning = sum(r["status"] == "warning" for r in limits)
@@ -1164,7 +1186,8 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
         n_entities=len(entities),
         entities_by_status=by_status,
         alerts=alerts,
-        entities=entities,
+        entities=printed,
+        entities_not_printed=len(entities) - len(printed),
         validation_failures=failures,
         validation_checked=len(validation),
         validation_passed=len(validation) - len(failures),
@@ -1458,6 +1481,50 @@ def render_entity_html(inputs: ReportInputs, entity_id: str,
     return ReportHTML(html, attachments=entity_attachments(inputs, entity_id),
                       pdf_identifier=pdf_identifier(inputs.report_id,
                                                     f"entities/{entity_slug(entity_id)}"))
+
+
+def entity_slice(inputs: ReportInputs, entity_ids: Sequence[str]) -> ReportInputs:
+    """The inputs with only these entities' rows (tables without an entity, whole): all an
+    entity report reads, small enough to send to a worker process."""
+    keep = pl.Series(list(entity_ids), dtype=pl.String)
+    changes = {}
+    for f in dataclasses.fields(inputs):
+        frame = getattr(inputs, f.name)
+        if isinstance(frame, pl.DataFrame) and "entity_id" in frame.columns:
+            changes[f.name] = frame.filter(pl.col("entity_id").is_in(keep))
+    return dataclasses.replace(inputs, **changes)
+
+
+def write_entity_reports(inputs: ReportInputs, entity_ids: Sequence[str], folder: Path,
+                         templates_dir: Path, workers: int = 1) -> None:
+    """Write ``<slug>.html`` and ``<slug>.pdf`` of each entity into ``folder``.
+
+    WeasyPrint is single-threaded and takes about a second a report, so with
+    ``workers`` > 1 the entities are dealt round-robin to that many spawned processes,
+    each sent only its entities' rows; the bytes are the same either way."""
+    ids = list(entity_ids)
+    if workers <= 1 or len(ids) < 2 * workers:
+        _write_entity_batch(inputs, ids, folder, templates_dir)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    batches = [ids[i::workers] for i in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_write_entity_batch, entity_slice(inputs, b), b, folder, templates_dir)
+                   for b in batches]
+        for future in futures:
+            future.result()
+
+
+def _write_entity_batch(inputs: ReportInputs, entity_ids: Sequence[str], folder: Path,
+                        templates_dir: Path) -> None:
+    env = make_environment(templates_dir)
+    for entity_id in entity_ids:
+        html = render_entity_html(inputs, entity_id, env)
+        slug = entity_slug(entity_id)
+        (folder / f"{slug}.html").write_text(html, encoding="utf-8")
+        write_pdf(html, folder / f"{slug}.pdf")
 
 
 # ---------------------------------------------------------------------------- PDF

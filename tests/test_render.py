@@ -658,6 +658,9 @@ def test_hostile_entity_id(env, tmp_path):
     hostile_id = '"><svg onload=alert(1)>/../../x'
     inputs = make_inputs({hostile_id: "Plain Name", "E1": "Alpha Fund", "E2": "Beta Capital",
                           "E3": "Gamma Trading"})
+    hostile_metrics = pl.DataFrame([_metrics(hostile_id)], schema=inputs.entity_metrics.schema)
+    inputs = ReportInputs(**{**inputs.__dict__,
+                             "entity_metrics": pl.concat([inputs.entity_metrics, hostile_metrics])})
     html = render_summary_html(inputs, env)
     assert "<svg" not in html.lower()
     hrefs = re.findall(r'href="([^"]+)"', html)
