@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from .errors import DropNotReady, InputError
 from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, merge_history, read_drop, read_reference
 from .measures.book import MeasureResults, apply_limits, compute_measures
 from .schemas import DROP_TABLES
+from .timing import timed
 from .render import (
     ReportInputs, document_time, entity_report_ids, entity_slug, make_environment, render_summary_html, report_id,
     write_entity_reports, write_pdf,
@@ -87,16 +87,19 @@ def validate_inputs(inputs: DailyInputs, settings: Settings) -> ValidationReport
     return report
 
 
-def compute(inputs: DailyInputs, validation: ValidationReport, settings: Settings) -> DailyResults:
+def compute(inputs: DailyInputs, validation: ValidationReport, settings: Settings,
+            timings: dict[str, float] | None = None) -> DailyResults:
     """Set aside quarantined rows, compute every measure, then limit utilization with
     yesterday's figures from the lake."""
+    timings = {} if timings is None else timings
     kept, quarantined = quarantine(inputs.tables, validation)
     tables = {k: v.drop(ROW, strict=False) for k, v in kept.items()}
-    measures = compute_measures(tables, inputs.history, inputs.business_date, settings)
+    measures = compute_measures(tables, inputs.history, inputs.business_date, settings, timings)
     measures = replace(measures, flags=pl.concat([measures.flags, quarantine_flags(quarantined)])
                        .sort("entity_id", "flag"))
-    previous = lake.read_table(settings.lake, "limit_utilization", before=inputs.business_date)
-    metrics, utilization = apply_limits(measures, tables["limits"], previous, settings)
+    with timed(timings, "limits"):
+        previous = lake.read_table(settings.lake, "limit_utilization", before=inputs.business_date)
+        metrics, utilization = apply_limits(measures, tables["limits"], previous, settings)
     return DailyResults(measures, metrics, utilization, quarantined)
 
 
@@ -315,16 +318,6 @@ def wait_for_drop(settings: Settings, business_date: date, *, sleep=time.sleep) 
                 "The run did not start on a partial drop; re-run when the sender has finished."
             )
         sleep(min(settings.ready_poll_seconds, max(0.0, deadline - time.monotonic())))
-
-
-@contextmanager
-def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Record the wall time of one stage, even when it fails."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = round(time.perf_counter() - start, 3)
 
 
 RUNS_SCHEMA = {

@@ -15,6 +15,7 @@ import polars as pl
 from ..config import Settings
 from ..schemas import ENTITY_METRIC_COLUMNS
 from .backtest import backtest
+from ..timing import timed
 from .cascade import liquidation_cascades
 from .exposure import build_lines, entity_exposure, exposure_by_underlying, open_interest_share
 from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit
@@ -44,17 +45,22 @@ class MeasureResults:
 
 
 def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, business_date: date,
-                     settings: Settings) -> MeasureResults:
-    """Exposure, leverage, margin, VaR family, backtest and stress for every entity with a line."""
-    lines = build_lines(tables, business_date, settings)
-    entity_ids = sorted(lines["entity_id"].unique().to_list())
-    exposures = exposure_by_underlying(lines)
-    exposure = entity_exposure(lines, tables["entities"], settings)
+                     settings: Settings, timings: dict[str, float] | None = None) -> MeasureResults:
+    """Exposure, leverage, margin, VaR family, backtest and stress for every entity with a line.
 
-    tiers = TierTable.from_frame(tables["margin_tiers"])
-    accounts = account_margin(lines, tiers, settings).with_columns(
-        business_date=pl.lit(business_date)
-    )
+    `timings`, if given, receives the wall time of each measure family (the benchmark's stages)."""
+    timings = {} if timings is None else timings
+    with timed(timings, "exposure"):
+        lines = build_lines(tables, business_date, settings)
+        entity_ids = sorted(lines["entity_id"].unique().to_list())
+        exposures = exposure_by_underlying(lines)
+        exposure = entity_exposure(lines, tables["entities"], settings)
+
+    with timed(timings, "margin"):
+        tiers = TierTable.from_frame(tables["margin_tiers"])
+        accounts = account_margin(lines, tiers, settings).with_columns(
+            business_date=pl.lit(business_date)
+        )
     margin = accounts.group_by("entity_id").agg(
         initial_margin_usd=pl.col("initial_margin_usd").sum(),
         maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
@@ -63,14 +69,21 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         accounts_under_water=pl.col("under_water").sum(),
     )
 
-    concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
-    max_share = concentration.group_by("entity_id").agg(max_open_interest_share=pl.col("open_interest_share").max())
-    var = _var_family(entity_ids, lines, exposures, history, business_date, settings)
-    stress_window = return_window(history, sorted(lines.filter(~pl.col("is_cash"))["underlying"].unique().to_list()),
-                                  business_date, settings.lookback)
-    scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
-    cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
-    stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
+    with timed(timings, "exposure"):
+        concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
+        max_share = concentration.group_by("entity_id").agg(
+            max_open_interest_share=pl.col("open_interest_share").max())
+    with timed(timings, "var_backtest"):
+        var = _var_family(entity_ids, lines, exposures, history, business_date, settings)
+    with timed(timings, "stress"):
+        stress_window = return_window(
+            history, sorted(lines.filter(~pl.col("is_cash"))["underlying"].unique().to_list()),
+            business_date, settings.lookback)
+        scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
+    with timed(timings, "cascade"):
+        cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
+    with timed(timings, "stress"):
+        stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
 
     metrics = (
         exposure.join(margin, on="entity_id", how="left")

@@ -148,39 +148,63 @@ def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, s
                          tol: float = 1e-10) -> np.ndarray:
     """Smallest uniform adverse move of the account's underlyings that brings equity to maintenance.
 
-    Solved per account by a bracketed root-finder (geometric bracketing, then
-    bisection to `tol`) in both directions — down to −99 % and up to
-    `settings.liquidation_search_max_up` — taking the nearer root. 0 when equity
-    is already at or below maintenance; null when the account carries no
-    maintenance requirement or no move in range liquidates it.
+    Solved per account by a bracketed root-finder in both directions — down to −99 %
+    and up to `settings.liquidation_search_max_up`: geometric bracketing (the first grid
+    magnitude at which the account fails), then the Illinois variant of false position
+    inside the bracket, falling back to a bisection step whenever a step does not halve
+    it, to `tol` — taking the nearer root. 0 when equity is already at or below
+    maintenance; null when the account carries no maintenance requirement or no move in
+    range liquidates it. Only the lines of accounts still searched are revalued.
     """
     index = acc.select(*ACCOUNT_KEY).with_row_index("_acct")
     acct = m.join(index, on=list(ACCOUNT_KEY), how="left", maintain_order="left")["_acct"].to_numpy().astype(np.int64)
     n = acc.height
-    surplus = _account_surplus(m, acct, n, tiers)
     has_mm = acc["maintenance_margin_usd"].to_numpy() > 0
-    at_zero = surplus(np.zeros(n))
+    at_zero = _account_surplus(m, acct, n, tiers)(np.zeros(n))
     best = np.full(n, np.inf)
     best[has_mm & (at_zero <= 0)] = 0.0
-    todo = has_mm & (at_zero > 0)
+    todo = np.flatnonzero(has_mm & (at_zero > 0))
+    if todo.size == 0:
+        return np.where(np.isfinite(best), best, np.nan)
+    # the accounts still searched, renumbered 0..k−1, and their lines only
+    renumber = np.full(n, -1)
+    renumber[todo] = np.arange(todo.size)
+    keep = renumber[acct] >= 0
+    surplus = _account_surplus(m.filter(pl.Series(keep)), renumber[acct[keep]], todo.size, tiers)
+    k = todo.size
     for sign, limit in ((-1.0, 0.99), (1.0, settings.liquidation_search_max_up)):
         grid = np.geomspace(1e-4, limit, 48)
-        lo, hi = np.zeros(n), np.full(n, np.nan)
+        lo, hi = np.zeros(k), np.full(k, np.nan)
+        f_lo, f_hi = surplus(np.zeros(k)), np.full(k, np.nan)
         for mag in grid:  # bracket: the first magnitude at which the account fails
-            open_ = todo & np.isnan(hi)
+            open_ = np.isnan(hi)
             if not open_.any():
                 break
-            fails = surplus(sign * np.full(n, mag)) <= 0
-            hi = np.where(open_ & fails, mag, hi)
-            lo = np.where(open_ & ~fails, mag, lo)
+            f = surplus(sign * np.full(k, mag))
+            fails = f <= 0
+            hi, f_hi = np.where(open_ & fails, mag, hi), np.where(open_ & fails, f, f_hi)
+            lo, f_lo = np.where(open_ & ~fails, mag, lo), np.where(open_ & ~fails, f, f_lo)
         found = ~np.isnan(hi)
-        hi_f = np.where(found, hi, 1.0)
+        hi_f, f_hi = np.where(found, hi, 1.0), np.where(found, f_hi, -1.0)
+        last = np.zeros(k)  # +1: the last step moved hi, −1: lo (Illinois halves the other end)
+        bisect = np.zeros(k, bool)
         for _ in range(200):
-            if np.all(~found | (hi_f - lo <= tol)):
+            active = found & (hi_f - lo > tol) & (f_hi < 0)
+            if not active.any():
                 break
+            with np.errstate(divide="ignore", invalid="ignore"):
+                secant = hi_f - f_hi * (hi_f - lo) / (f_hi - f_lo)
             mid = 0.5 * (lo + hi_f)
-            fails = surplus(sign * mid) <= 0
-            hi_f = np.where(found & fails, mid, hi_f)
-            lo = np.where(found & ~fails, mid, lo)
-        best = np.where(found, np.minimum(best, hi_f), best)
+            x = np.where(bisect | ~np.isfinite(secant) | (secant <= lo) | (secant >= hi_f), mid, secant)
+            f = surplus(sign * np.where(active, x, hi_f))
+            fails = active & (f <= 0)
+            moves = active & ~fails
+            width = hi_f - lo
+            f_lo = np.where(fails & (last > 0), 0.5 * f_lo, f_lo)
+            f_hi = np.where(moves & (last < 0), 0.5 * f_hi, f_hi)
+            hi_f, f_hi = np.where(fails, x, hi_f), np.where(fails, f, f_hi)
+            lo, f_lo = np.where(moves, x, lo), np.where(moves, f, f_lo)
+            last = np.where(fails, 1.0, np.where(moves, -1.0, last))
+            bisect = active & (hi_f - lo > 0.5 * width)
+        best[todo] = np.where(found, np.minimum(best[todo], hi_f), best[todo])
     return np.where(np.isfinite(best), best, np.nan)

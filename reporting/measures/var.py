@@ -13,6 +13,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
 from .exposure import option_value_usd
 
@@ -142,11 +143,20 @@ def scenario_pnl(
     np.add.at(held, (e_col, a_col), 1.0)
 
     if is_opt.any():
-        opt = risky.filter(pl.Series(is_opt))
-        shocks = 1.0 + returns[:, a_col[is_opt]].T  # (n_opt, T)
-        base = option_value_usd(opt, np.ones((1, 1)))
-        opt_pnl = option_value_usd(opt, shocks) - base
-        np.add.at(pnl, e_col[is_opt], opt_pnl)
+        # Revalue each distinct contract once per day (a contract's value depends on its
+        # terms, not on who holds it), then weight by the contracts each entity holds.
+        opt = risky.filter(pl.Series(is_opt)).with_columns(
+            e=pl.Series(e_col[is_opt]), a=pl.Series(a_col[is_opt]))
+        terms = ["a", "underlying_price", "strike", "years_to_expiry", "implied_vol", "is_call"]
+        unit = opt.select(terms).unique(maintain_order=True).with_row_index("contract")
+        held_q = opt.join(unit, on=terms, how="left", maintain_order="left")
+        unit = unit.with_columns(quantity=pl.lit(1.0), contract_size=pl.lit(1.0))
+        shocks = 1.0 + returns[:, unit["a"].to_numpy()].T  # (contracts, T)
+        unit_pnl = option_value_usd(unit, shocks) - option_value_usd(unit, np.ones((1, 1)))
+        weights = sparse.csr_matrix(
+            ((held_q["quantity"] * held_q["contract_size"]).to_numpy(),
+             (held_q["e"].to_numpy(), held_q["contract"].to_numpy())), shape=(n_e, unit.height))
+        pnl += weights @ unit_pnl
     # A day on which any asset the entity holds has no return has no PnL for it.
     return np.where((held > 0).astype(float) @ missing.T.astype(float) > 0, np.nan, pnl)
 
