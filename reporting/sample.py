@@ -54,8 +54,9 @@ Conventions and choices (recorded here, since the contract is silent on them):
   percentages (`var_99_1d_hist_pct` max 10 means 10 % of equity,
   `leverage_ratio_pct` min 3 means the 3 % Basel floor, `crypto_exposure_pct_tier1`
   max 1 means 1 % of Tier 1).
-* Scenario rows naming an asset carry their own `vol_shock` (a blank there means no
-  vol shock for that asset, not the `*` row's); stablecoin rows leave it blank.
+* Scenario rows naming an asset carry their own `vol_shock`; stablecoin rows leave it
+  blank, which takes the `*` row's vol shock (methodology, "Reference scenarios") — no
+  option is written on a stablecoin, so it moves nothing.
 """
 
 from __future__ import annotations
