@@ -177,7 +177,7 @@ def _run(book: _Book, move0: np.ndarray, vol_shift: np.ndarray, asset_move0: np.
         rounds = r
         liq_round[new] = r
         hit = new[book.acct]
-        frozen[hit] = line_pnl(book.lines, f - 1.0, vol_shift)[hit]
+        frozen[hit] = line_pnl(book.lines.filter(pl.Series(hit)), (f - 1.0)[hit], vol_shift[hit])
         closed = np.flatnonzero(hit & book.is_deriv)
         closed_notional[closed] = book.notional0[closed] * np.where(book.fixed_notional[closed], 1.0,
                                                                     np.abs(f[closed]))

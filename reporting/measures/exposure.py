@@ -8,6 +8,7 @@ every number in one place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -134,18 +135,38 @@ def _option_greeks(lines: pl.DataFrame, is_opt: np.ndarray) -> dict[str, np.ndar
     return out
 
 
+@dataclass(frozen=True)
+class OptionTerms:
+    """Black-76 inputs of option lines as column vectors, read from the frame once for
+    the many revaluations of a search or a cascade."""
+
+    q_cs: np.ndarray
+    forward: np.ndarray
+    strike: np.ndarray
+    years: np.ndarray
+    vol: np.ndarray
+    is_call: np.ndarray
+
+    @classmethod
+    def of(cls, lines: pl.DataFrame) -> "OptionTerms":
+        col = lambda name: lines[name].to_numpy()[:, None]  # noqa: E731
+        return cls(q_cs=(lines["quantity"] * lines["contract_size"]).to_numpy()[:, None],
+                   forward=col("underlying_price"), strike=col("strike"), years=col("years_to_expiry"),
+                   vol=col("implied_vol"), is_call=col("is_call"))
+
+    def value(self, spot_factor: np.ndarray, vol_shift: np.ndarray | float = 0.0) -> np.ndarray:
+        """USD value under shocked spot (factor) and vol (absolute shift, floored at 1 %)."""
+        sigma = np.maximum(self.vol + vol_shift, 0.01)
+        return self.q_cs * black76_price(self.forward * spot_factor, self.strike, self.years, sigma, self.is_call)
+
+
 def option_value_usd(lines: pl.DataFrame, spot_factor: np.ndarray, vol_shift: np.ndarray | float = 0.0) -> np.ndarray:
     """Black-76 model value in USD of the option lines under shocked spot and vol.
 
     `spot_factor` broadcasts against the option lines (shape (n,) or (n, k) for k
     scenarios); the change against factor 1 is the full-revaluation PnL.
     """
-    q_cs = (lines["quantity"] * lines["contract_size"]).to_numpy()[:, None]
-    f = lines["underlying_price"].to_numpy()[:, None] * spot_factor
-    sigma = np.maximum(lines["implied_vol"].to_numpy()[:, None] + vol_shift, 0.01)
-    k = lines["strike"].to_numpy()[:, None]
-    t = lines["years_to_expiry"].to_numpy()[:, None]
-    return q_cs * black76_price(f, k, t, sigma, lines["is_call"].to_numpy()[:, None])
+    return OptionTerms.of(lines).value(spot_factor, vol_shift)
 
 
 def exposure_by_underlying(lines: pl.DataFrame) -> pl.DataFrame:

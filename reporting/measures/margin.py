@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, option_value_usd
+from .exposure import ACCOUNT_KEY, OptionTerms
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,30 @@ class TierTable:
 
     def charge(self, notional: np.ndarray, group: np.ndarray, measure: str) -> np.ndarray:
         """Bracketed charge for each notional in its tier group (group −1: no margin)."""
-        notional = np.asarray(notional, float)
-        has = group >= 0
+        return self.brackets(group, measure).charge(notional)
+
+    def brackets(self, group: np.ndarray, measure: str) -> "Brackets":
+        """Each line's own brackets, gathered once for a line set charged many times."""
+        has = np.asarray(group) >= 0
         g = np.where(has, group, 0)
-        k = np.clip((notional[..., None] >= self.floors[g]).sum(-1) - 1, 0, None)
-        out = notional * self.rates[measure][g, k] - self.cums[measure][g, k]
-        return np.where(has, out, 0.0)
+        return Brackets(self.floors[g], self.rates[measure][g], self.cums[measure][g], has)
+
+
+@dataclass(frozen=True)
+class Brackets:
+    """Per line: floors, rates and cumulative offsets of its tier group ((n, K) each)."""
+
+    floors: np.ndarray
+    rates: np.ndarray
+    cums: np.ndarray
+    has: np.ndarray  # False: the line carries no margin
+
+    def charge(self, notional: np.ndarray) -> np.ndarray:
+        notional = np.asarray(notional, float)
+        k = np.clip((notional[..., None] >= self.floors).sum(-1) - 1, 0, None)
+        rate = np.take_along_axis(self.rates, k[..., None], -1)[..., 0]
+        cum = np.take_along_axis(self.cums, k[..., None], -1)[..., 0]
+        return np.where(self.has, notional * rate - cum, 0.0)
 
 
 def margined_lines(lines: pl.DataFrame, tiers: TierTable) -> pl.DataFrame:
@@ -116,30 +134,35 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
 def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: TierTable):
     """Return f(s): equity − maintenance per account after a uniform move s (per account).
 
-    Spot and linear contracts revalue exactly (value linear in the price); options
-    by Black-76 full revaluation; notionals move with the price except inverse
-    contracts' USD face; maintenance is re-tiered at the moved notional.
+    Spot and linear contracts revalue exactly (value linear in the price: summed per
+    account once, as `A + B·s`); options by Black-76 full revaluation; notionals move
+    with the price except inverse contracts' USD face; maintenance is re-tiered at the
+    moved notional, line by line.
     """
     kind = m["line_kind"].to_numpy()
     cash = m["is_cash"].to_numpy()
     v0 = m["value_usd"].to_numpy()
-    delta = m["delta_exposure_usd"].to_numpy()
-    notional0 = m["notional_usd"].to_numpy()
     group = m["tier_group"].to_numpy()
     is_spot, is_opt = kind == "spot", kind == "option"
-    fixed_notional = (~is_spot) & (~is_opt) & (m["settlement"].to_numpy() == "inverse")
-    opt = m.filter(pl.Series(is_opt))
-    opt_v0 = option_value_usd(opt, np.ones(1))[:, 0] if is_opt.any() else np.zeros(0)
+    slope = np.where(cash | is_opt, 0.0, np.where(is_spot, v0, m["delta_exposure_usd"].to_numpy()))
+    base, linear = np.bincount(acct, v0, minlength=n_acct), np.bincount(acct, slope, minlength=n_acct)
+    opt_acct = acct[is_opt]
+    terms = OptionTerms.of(m.filter(pl.Series(is_opt))) if is_opt.any() else None
+    opt_v0 = terms.value(np.ones((1, 1)))[:, 0] if terms is not None else None
+    margined = np.flatnonzero(group >= 0)
+    mm_acct, mm_moves = acct[margined], ~cash[margined]
+    notional0 = m["notional_usd"].to_numpy()[margined]
+    fixed_notional = ((~is_spot) & (~is_opt) & (m["settlement"].to_numpy() == "inverse"))[margined]
+    brackets = tiers.brackets(group[margined], "mm")
 
     def surplus(s: np.ndarray) -> np.ndarray:
-        move = np.where(cash, 0.0, s[acct])
-        value = np.where(is_spot, v0 * (1 + move), v0 + delta * move)
-        if is_opt.any():
-            shocked = option_value_usd(opt, (1 + move[is_opt])[:, None])[:, 0]
-            value[is_opt] = v0[is_opt] + shocked - opt_v0
+        value = base + linear * s
+        if terms is not None:
+            shocked = terms.value((1 + s[opt_acct])[:, None])[:, 0]
+            value = value + np.bincount(opt_acct, shocked - opt_v0, minlength=n_acct)
+        move = np.where(mm_moves, s[mm_acct], 0.0)
         notional = np.where(fixed_notional, notional0, notional0 * np.abs(1 + move))
-        mm = tiers.charge(notional, group, "mm")
-        return np.bincount(acct, value - mm, minlength=n_acct)
+        return value - np.bincount(mm_acct, brackets.charge(notional), minlength=n_acct)
 
     return surplus
 
