@@ -87,13 +87,15 @@ def notify(notice, config, business_date: date) -> list[str]:
 
 
 @task(name="artifacts", cache_policy=NO_CACHE, task_run_name="artifacts-{business_date}")
-def artifacts(business_date: date, results: daily.DailyResults, validation, run_dir: Path) -> None:
+def artifacts(business_date: date, results: daily.DailyResults, validation, run_dir: Path, run_id: str) -> None:
     create_markdown_artifact(key="leverage-summary", markdown=daily.monitoring_summary(
         business_date, results, validation, run_dir), description=f"Daily leverage report {business_date}")
     create_table_artifact(key="limit-utilization", table=daily.limit_table(results),
                           description=f"Limit utilization {business_date}")
     create_link_artifact(key="leverage-reports", link=(run_dir / "summary.html").resolve().as_uri(),
-                         link_text=f"Reports {business_date} ({run_dir.name})")
+                         link_text=f"Reports {business_date} ({run_dir.name})",
+                         description=f"Archived reports of {business_date}, run {run_id}: summary.html on the "
+                                     "machine that ran the flow (open it there; browsers do not follow file: links)")
 
 
 def _run_name() -> str:
@@ -125,8 +127,14 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
                 inputs = ingest(settings, business_date)
             with daily.timed(timings, "validate"):
                 validation = validate(inputs, settings)
+            logger.info("Validation: %d of %d checks passed", int(validation.results["success"].sum()),
+                        validation.results.height)
             with daily.timed(timings, "measures"):
                 results = measures(inputs, validation, settings)
+            util = results.limit_utilization
+            logger.info("Measures: %d entities, %d row(s) quarantined, %d limit breach(es), %d warning(s)",
+                        results.entity_metrics.height, results.quarantine.height,
+                        (util["status"] == "breach").sum(), (util["status"] == "warning").sum())
             report = daily.report_inputs(inputs, results, validation, settings)
             with daily.timed(timings, "render"):
                 staging = render(report, settings, run_id)
@@ -134,6 +142,8 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
                 run_dir = publish(inputs, results, validation, staging, settings, created_at, report.report_id)
         except Exception as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            create_markdown_artifact(key="leverage-summary", markdown=daily.failure_summary(
+                business_date, run_id, reason), description=f"Daily leverage report {business_date}: failed")
             daily.record_run(settings, business_date, daily.run_row(
                 run_id, started, "failed", timings, inputs, results, error=reason))
             if notices.enabled:
@@ -144,7 +154,7 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
             raise
         daily.record_run(settings, business_date,
                          daily.run_row(run_id, started, "succeeded", timings, inputs, results, run_dir))
-    artifacts(business_date, results, validation, run_dir)
+    artifacts(business_date, results, validation, run_dir, run_id)
     logger.info("Reports for %s archived in %s", business_date, run_dir)
     notice = breach_notice(business_date, run_id, results.limit_utilization, inputs.reference.tables["entities"],
                            summary_pdf=run_dir / "summary.pdf", report_dir=run_dir)

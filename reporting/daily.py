@@ -25,7 +25,7 @@ from .measures.book import MeasureResults, apply_limits, compute_measures
 from .schemas import DROP_TABLES
 from .timing import timed
 from .render import (
-    ReportInputs, document_time, entity_report_ids, entity_slug, make_environment, render_summary_html, report_id,
+    ReportInputs, document_time, entity_report_ids, entity_slug, fmt_fraction_pct, fmt_metric, make_environment, render_summary_html, report_id,
     write_entity_reports, write_pdf,
 )
 from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
@@ -354,6 +354,17 @@ def run_row(run_id: str, started: datetime, status: str, timings: dict[str, floa
     }
 
 
+UNDEFINED_WITHOUT_EQUITY = {"gross_leverage", "net_leverage", "leverage_ratio_pct", "var_99_1d_hist_pct",
+                            "crypto_exposure_pct_tier1", "margin_utilization"}
+
+
+def failure_summary(business_date: date, run_id: str, reason: str) -> str:
+    """Markdown for the run's Prefect artifact when it fails: the latest summary in the UI
+    must not be yesterday's success."""
+    return (f"# Daily leverage report {business_date}\n\n**Run {run_id} failed**: {reason}\n\n"
+            "Nothing was written to the lake or the archive; the previous run of the date, if any, stands.\n")
+
+
 def monitoring_summary(business_date: date, results: DailyResults, validation: ValidationReport,
                        run_dir: Path) -> str:
     """Markdown for the run's Prefect artifact: verdict, breach and warning counts, validation."""
@@ -373,13 +384,19 @@ def monitoring_summary(business_date: date, results: DailyResults, validation: V
         f"- Flags: {results.measures.flags.height}",
         f"- Reports: `{run_dir}`", "",
     ]
-    if breaches.height:
-        lines += ["| entity | metric | value | limit | utilization | days in breach |", "|---|---|---|---|---|---|"]
-        for r in breaches.sort("utilization", descending=True, nulls_last=False).iter_rows(named=True):
-            value = "n/a" if r["value"] is None else f"{r['value']:,.4g}"
-            util_txt = "n/a" if r["utilization"] is None else f"{r['utilization']:.1%}"
-            lines.append(f"| {r['entity_id']} | {r['metric']} | {value} | {r['kind']} {r['limit']:,.4g} | "
-                         f"{util_txt} | {r['days_in_breach']} |")
+    alerts = util.filter(pl.col("status").is_in(["breach", "warning"]))
+    if alerts.height:
+        lines += ["| entity | metric | status | value | limit | utilization | days in breach |",
+                  "|---|---|---|---|---|---|---|"]
+        order = pl.col("status").replace_strict({"breach": 0, "warning": 1}, default=2)
+        for r in alerts.sort(order, pl.col("utilization").fill_null(float("inf")), "entity_id",
+                             descending=[False, True, False]).iter_rows(named=True):
+            value = fmt_metric(r["value"], r["metric"])
+            if r["value"] is None:
+                value += " (undefined: equity ≤ 0)" if r["metric"] in UNDEFINED_WITHOUT_EQUITY else " (undefined)"
+            lines.append(f"| {r['entity_id']} | {r['metric']} | {r['status']} | {value} | "
+                         f"{r['kind']} {fmt_metric(r['limit'], r['metric'])} | "
+                         f"{fmt_fraction_pct(r['utilization'])} | {r['days_in_breach']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -127,10 +127,14 @@ def test_summary_markdown_names_the_verdict_and_the_counts(run, api):
     checks = pl.read_parquet(root / "lake" / "validation_results", hive_partitioning=True).filter(
         pl.col("business_date") == D)
     assert f"{int(checks['success'].sum())} of {checks.height} checks passed" in markdown
-    # every breach is listed in the breach table, with the archived run folder named
-    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2])
+    # every breach and warning is listed, formatted as the reports print it, with the
+    # archived run folder named
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3])
             for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| entity ")}
-    assert rows == set(breaches.select("entity_id", "metric").iter_rows())
+    assert rows == set(breaches.select("entity_id", "metric", "status").iter_rows()) | set(
+        warnings.select("entity_id", "metric", "status").iter_rows())
+    assert "| KESTREL | gross_leverage | breach | 7.00\u00d7 | max 5.00\u00d7 | 140.0 % | 1 |" in markdown
+    assert "| DESK07 | gross_leverage | warning | 4.30\u00d7 | max 5.00\u00d7 | 86.0 % |" in markdown
     assert str(run_dir) in markdown
 
 

@@ -172,6 +172,15 @@ def test_bad_drop_fails_clearly_and_stores_nothing(first_run, capsys, tmp_path):
     drop_runs = lambda snap: {k: v for k, v in snap.items() if not k.startswith("runs/")}  # noqa: E731
     assert drop_runs(snapshot(root / "lake")) == drop_runs(before_lake)
     assert snapshot(root / "archive") == before_archive
+    # the UI's latest summary says so, instead of showing the last success
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        latest = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leverage-summary"])))
+    latest = max(latest, key=lambda a: a.created)
+    assert "failed**: 2 critical validation rule(s) failed" in latest.data
+    assert f"# Daily leverage report {D}" in latest.data
 
 
 def test_breach_notice_is_mailed_with_the_summary(first_run, capsys, monkeypatch, smtp_server):
