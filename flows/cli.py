@@ -65,11 +65,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_flow(overrides: dict, business_date: date, config_file: Path | None = None) -> Path:
-    from flows.daily import daily_leverage_report
+    from flows.daily import flow_for
+    from reporting.config import load_settings
 
-    return Path(daily_leverage_report(
-        business_date=business_date, overrides={k: v for k, v in overrides.items() if v is not None},
-        config_file=str(config_file) if config_file else None))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    run = flow_for(load_settings(overrides, config_file=config_file))
+    return Path(run(business_date=business_date, overrides=overrides,
+                    config_file=str(config_file) if config_file else None))
 
 
 def main(argv: list[str] | None = None) -> int:

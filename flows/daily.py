@@ -19,7 +19,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from reporting import daily
+from reporting import archive, daily
 from reporting.config import Settings, load_settings
 from reporting.notify import NotifyConfig, breach_notice, failure_notice, send
 from reporting.runlock import date_lock
@@ -70,8 +70,31 @@ def measures(inputs: daily.DailyInputs, validation, settings: Settings) -> daily
 
 
 @task(name="render", cache_policy=NO_CACHE, task_run_name="render-{report.business_date}")
-def render(report, settings: Settings, run_id: str) -> Path:
-    return daily.render(report, settings, run_id)
+def render(report, settings: Settings, run_id: str, entity_reports: bool = True) -> Path:
+    return daily.render(report, settings, run_id, entity_reports=entity_reports)
+
+
+@task(name="render-entities", cache_policy=NO_CACHE, task_run_name="render-entities-{business_date}-{shard}")
+def render_entities(report, entity_ids: list[str], staging: Path, settings: Settings, business_date: date,
+                    shard: int) -> int:
+    return daily.render_entity_shard(report, entity_ids, staging, settings)
+
+
+def render_everything(report, settings: Settings, run_id: str, business_date: date) -> Path:
+    """The summary here; the entity reports in-process (a pool of worker processes) or,
+    with a Dask scheduler configured, as one task per shard on the cluster."""
+    if not settings.dask_address:
+        return render(report, settings, run_id)
+    staging = render(report, settings, run_id, entity_reports=False)
+    try:
+        futures = [render_entities.submit(part, ids, staging, settings, business_date, i)
+                   for i, (part, ids) in enumerate(daily.entity_shards(report, settings.dask_shard_entities))]
+        for future in futures:
+            future.result()
+    except BaseException:
+        archive.discard_staging(staging)
+        raise
+    return staging
 
 
 @task(name="publish", cache_policy=NO_CACHE, task_run_name="publish-{inputs.business_date}")
@@ -137,7 +160,7 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
                         (util["status"] == "breach").sum(), (util["status"] == "warning").sum())
             report = daily.report_inputs(inputs, results, validation, settings)
             with daily.timed(timings, "render"):
-                staging = render(report, settings, run_id)
+                staging = render_everything(report, settings, run_id, business_date)
             with daily.timed(timings, "publish"):
                 run_dir = publish(inputs, results, validation, staging, settings, created_at, report.report_id)
         except Exception as exc:
@@ -161,3 +184,16 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
     if notice is not None and notices.enabled:
         logger.info("Breach notice sent: %s", ", ".join(notify(notice, notices, business_date)))
     return str(run_dir)
+
+
+def flow_for(settings: Settings):
+    """The daily flow with the task runner the settings ask for: Prefect's Dask task
+    runner on the scheduler at `dask_address`, else the default (in-process).
+
+    Dask workers run tasks against the Prefect API of the flow: start them with
+    `PREFECT_API_URL` set to the same server, or each would start its own."""
+    if not settings.dask_address:
+        return daily_leverage_report
+    from prefect_dask import DaskTaskRunner
+
+    return daily_leverage_report.with_options(task_runner=DaskTaskRunner(address=settings.dask_address))

@@ -83,6 +83,10 @@ class Settings:
     """Entities whose report is rendered every day, whatever their status."""
     render_workers: int = 0
     """Worker processes rendering entity PDFs in parallel (0: one per CPU)."""
+    dask_address: str = ""
+    """A Dask scheduler (`tcp://host:8786`): entity reports render there, in shards of
+    `dask_shard_entities`, through Prefect's Dask task runner. Empty: in-process."""
+    dask_shard_entities: int = 100
 
     templates_dir: Path = PROJECT_ROOT / "templates"
     expectations_dir: Path = PROJECT_ROOT / "expectations"
@@ -99,6 +103,8 @@ class Settings:
                 )
         if self.entity_reports_max < 0 or self.render_workers < 0:
             raise ConfigError("entity_reports_max and render_workers must not be negative")
+        if self.dask_shard_entities < 1:
+            raise ConfigError(f"dask_shard_entities must be positive, got {self.dask_shard_entities}")
         if self.backtest_days < 1:
             raise ConfigError(f"backtest_days must be positive, got {self.backtest_days}")
         return self
@@ -107,7 +113,8 @@ class Settings:
         """The settings that shape the numbers, for the manifest and the report."""
         skip = {"inbox", "reference", "lake", "archive", "templates_dir", "expectations_dir",
                 "lock_wait_seconds", "max_input_bytes", "max_input_rows", "schedule_timezone",
-                "ready_wait_seconds", "ready_poll_seconds", "retention_years", "render_workers"}
+                "ready_wait_seconds", "ready_poll_seconds", "retention_years", "render_workers",
+                "dask_address", "dask_shard_entities"}
         out: dict[str, Any] = {}
         for f in fields(self):
             if f.name in skip:
@@ -129,6 +136,8 @@ ENV_VARS: dict[str, str] = {
     "LEVTRACK_RETENTION_YEARS": "retention_years",
     "LEVTRACK_REPORT_ENTITIES": "report_entities",
     "LEVTRACK_RENDER_WORKERS": "render_workers",
+    "LEVTRACK_DASK_ADDRESS": "dask_address",
+    "LEVTRACK_DASK_SHARD_ENTITIES": "dask_shard_entities",
 }
 
 

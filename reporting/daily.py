@@ -25,8 +25,8 @@ from .measures.book import MeasureResults, apply_limits, compute_measures
 from .schemas import DROP_TABLES
 from .timing import timed
 from .render import (
-    ReportInputs, document_time, entity_report_ids, entity_slug, fmt_fraction_pct, fmt_metric, make_environment, render_summary_html, report_id,
-    write_entity_reports, write_pdf,
+    ReportInputs, document_time, entity_report_ids, entity_slice, entity_slug, fmt_fraction_pct, fmt_metric,
+    make_environment, render_summary_html, report_id, write_entity_reports, write_pdf,
 )
 from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
 
@@ -107,7 +107,7 @@ def quarantine_flags(quarantined: pl.DataFrame) -> pl.DataFrame:
     """One flag per entity saying how many of its rows were set aside, and which."""
     return (
         quarantined.filter(pl.col("entity_id").is_not_null())
-        .group_by("entity_id")
+        .group_by("entity_id", maintain_order=True)
         .agg(pl.len().alias("n"), pl.format("{} row {}", "table", "row").sort().str.join(", ").alias("rows"),
              pl.col("rule").unique().sort().str.join("; ").alias("rules"))
         .select("entity_id", flag=pl.lit("rows_quarantined"),
@@ -195,8 +195,9 @@ def metrics_history(settings: Settings, business_date: date, today: pl.DataFrame
     return both.select(today.columns).sort("entity_id", "business_date")
 
 
-def render(report: ReportInputs, settings: Settings, run_id: str) -> Path:
-    """Render the summary (HTML + PDF) and one PDF per entity into run `run_id`'s staging folder."""
+def render(report: ReportInputs, settings: Settings, run_id: str, *, entity_reports: bool = True) -> Path:
+    """Render the summary (HTML + PDF) and, unless they are rendered elsewhere
+    (`render_entity_shard` on a cluster), the entity reports into run `run_id`'s staging folder."""
     staging = archive.staging_dir(settings.archive, report.business_date, run_id)
     try:
         env = make_environment(settings.templates_dir)
@@ -206,12 +207,26 @@ def render(report: ReportInputs, settings: Settings, run_id: str) -> Path:
         commit.crash_point("render")
         entities = staging / "entities"
         entities.mkdir()
-        write_entity_reports(report, entity_report_ids(report), entities, settings.templates_dir,
-                             workers=settings.render_workers or os.cpu_count() or 1)
+        if entity_reports:
+            write_entity_reports(report, entity_report_ids(report), entities, settings.templates_dir,
+                                 workers=settings.render_workers or os.cpu_count() or 1)
     except BaseException:
         archive.discard_staging(staging)
         raise
     return staging
+
+
+def entity_shards(report: ReportInputs, size: int) -> list[tuple[ReportInputs, list[str]]]:
+    """The entity reports to render, in shards of `size` entities, each with only its rows."""
+    ids = entity_report_ids(report)
+    return [(entity_slice(report, ids[i:i + size]), ids[i:i + size]) for i in range(0, len(ids), size)]
+
+
+def render_entity_shard(report: ReportInputs, entity_ids: list[str], staging: Path, settings: Settings) -> int:
+    """Render one shard's entity reports into the staging folder (on a cluster worker,
+    which must see the archive's file system); returns how many."""
+    write_entity_reports(report, entity_ids, staging / "entities", settings.templates_dir, workers=1)
+    return len(entity_ids)
 
 
 def output_tables(inputs: DailyInputs, results: DailyResults, validation: ValidationReport) -> dict[str, pl.DataFrame]:

@@ -1206,10 +1206,10 @@ def _cascade_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
     moves = inputs.cascade_moves
     if moves is None or moves.is_empty():
         return []
-    accounts = (inputs.stress_results.group_by("scenario_id")
+    accounts = (inputs.stress_results.group_by("scenario_id", maintain_order=True)
                 .agg(pl.col("accounts_liquidated").sum()) if "accounts_liquidated"
                 in inputs.stress_results.columns else None)
-    total = (moves.group_by("scenario_id", "underlying")
+    total = (moves.group_by("scenario_id", "underlying", maintain_order=True)
              .agg(rounds=pl.col("round").max(),
                   contracts=pl.col("liquidated_contracts_signed").sum(),
                   extra_move=(pl.col("extra_move") + 1.0).product() - 1.0)

@@ -672,7 +672,7 @@ def quarantine(tables: Mapping[str, pl.DataFrame], report: ValidationReport
              "rule": [d for d, rows in bad.items() for _ in rows]},
             schema={ROW: pl.Int64, "rule": pl.String},
         )
-        rules = pairs.group_by(ROW).agg(pl.col("rule").unique().sort().str.join("; "))
+        rules = pairs.group_by(ROW, maintain_order=True).agg(pl.col("rule").unique().sort().str.join("; "))
         df = tables[name]
         data_cols = [c for c in df.columns if c != ROW]
         parts.append(

@@ -132,7 +132,7 @@ def backtest(entity_ids: list[str], pnl: np.ndarray, dates: list[date], lookback
         "pnl_usd": tail.ravel(), "var_usd": var.ravel(), "exception": hits.ravel(), "_valid": valid.ravel(),
     }).filter("_valid").drop("_valid").cast(_SERIES_SCHEMA)
     exception_dates = (
-        series.filter("exception").group_by("entity_id")
+        series.filter("exception").group_by("entity_id", maintain_order=True)
         .agg(exception_dates=pl.col("date").sort().dt.to_string("%Y-%m-%d").str.join(", "))
     )
     masked = lambda a: np.where(none, np.nan, a)  # noqa: E731 - no observations, no statistics

@@ -61,7 +61,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         accounts = account_margin(lines, tiers, settings).with_columns(
             business_date=pl.lit(business_date)
         )
-    margin = accounts.group_by("entity_id").agg(
+    margin = accounts.group_by("entity_id", maintain_order=True).agg(
         initial_margin_usd=pl.col("initial_margin_usd").sum(),
         maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
         margin_utilization=pl.when(pl.col("under_water").any()).then(None).otherwise(pl.col("margin_utilization").max()),
@@ -71,7 +71,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
 
     with timed(timings, "exposure"):
         concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
-        max_share = concentration.group_by("entity_id").agg(
+        max_share = concentration.group_by("entity_id", maintain_order=True).agg(
             max_open_interest_share=pl.col("open_interest_share").max())
     with timed(timings, "var_backtest"):
         var = _var_family(entity_ids, lines, exposures, history, business_date, settings)
@@ -86,10 +86,10 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
 
     metrics = (
-        exposure.join(margin, on="entity_id", how="left")
-        .join(var["metrics"], on="entity_id", how="left")
-        .join(worst_stress(stress), on="entity_id", how="left")
-        .join(max_share, on="entity_id", how="left")
+        exposure.join(margin, on="entity_id", how="left", maintain_order="left")
+        .join(var["metrics"], on="entity_id", how="left", maintain_order="left")
+        .join(worst_stress(stress), on="entity_id", how="left", maintain_order="left")
+        .join(max_share, on="entity_id", how="left", maintain_order="left")
         .with_columns(
             business_date=pl.lit(business_date),
             var_99_1d_hist_pct=pl.when(pl.col("equity_usd") > 0)
@@ -142,7 +142,7 @@ def _var_family(entity_ids, lines, exposures, history, business_date, settings) 
             ewma_cov = cov
     gross = (
         pl.DataFrame({"entity_id": entity_ids})
-        .join(exposures.group_by("entity_id").agg(g=pl.col("gross_exposure_usd").sum()), on="entity_id",
+        .join(exposures.group_by("entity_id", maintain_order=True).agg(g=pl.col("gross_exposure_usd").sum()), on="entity_id",
               how="left", maintain_order="left")["g"].fill_null(0.0).to_numpy()
     )
     per_gross = loss_per_unit_gross(d, gross, ewma_cov, implied_vol_matrix(entity_ids, window.assets, lines), z)
@@ -179,7 +179,7 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
         stale = pl.DataFrame(schema={"asset": pl.String, "before": pl.Float64, "today": pl.Float64})
     stale = stale.filter(pl.col("before") == pl.col("today"))
     held = lines.filter(~pl.col("is_cash")).select("entity_id", "underlying").unique()
-    stale_rows = held.join(stale, left_on="underlying", right_on="asset").select(
+    stale_rows = held.join(stale, left_on="underlying", right_on="asset", maintain_order="left").select(
         "entity_id", flag=pl.lit("stale_price"),
         message=pl.format("{} closed at {} USD on {} and {}: possibly a stale price; figures on it may be wrong",
                           "underlying", "today", pl.lit(str(yesterday)), pl.lit(str(business_date))),
@@ -229,7 +229,7 @@ def apply_limits(results: MeasureResults, limits: pl.DataFrame, previous: pl.Dat
     allowed = max_leverage_for_var_limit(limits, metrics, settings.default_warn_at)
     metrics = (
         metrics.drop("exposure_reduction_usd", "max_gross_leverage_for_var_limit")
-        .join(reduction, on="entity_id", how="left")
-        .join(allowed, on="entity_id", how="left")
+        .join(reduction, on="entity_id", how="left", maintain_order="left")
+        .join(allowed, on="entity_id", how="left", maintain_order="left")
     )
     return metrics.select(*ENTITY_METRIC_COLUMNS), util

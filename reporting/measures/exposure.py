@@ -46,7 +46,7 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
 
     spot = (
         tables["balances"]
-        .join(prices, on="asset", how="left")
+        .join(prices, on="asset", how="left", maintain_order="left")
         .select(
             "entity_id", "venue", "account_id",
             pl.lit("spot").alias("line_kind"),
@@ -71,9 +71,9 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
     marks = tables["marks"].select("instrument_id", "mark_price", "implied_vol")
     deriv = (
         tables["positions"]
-        .join(instruments, on="instrument_id", how="left")
-        .join(marks, on="instrument_id", how="left")
-        .join(prices.rename({"asset": "underlying", "price_usd": "underlying_price"}), on="underlying", how="left")
+        .join(instruments, on="instrument_id", how="left", maintain_order="left")
+        .join(marks, on="instrument_id", how="left", maintain_order="left")
+        .join(prices.rename({"asset": "underlying", "price_usd": "underlying_price"}), on="underlying", how="left", maintain_order="left")
         .select(
             "entity_id", "venue", "account_id",
             pl.col("instrument_type").alias("line_kind"),
@@ -174,7 +174,7 @@ def exposure_by_underlying(lines: pl.DataFrame) -> pl.DataFrame:
     options' dollar gamma (per 1 % move) and vega (per vol point)."""
     return (
         lines.filter(~pl.col("is_cash"))
-        .group_by("entity_id", "underlying")
+        .group_by("entity_id", "underlying", maintain_order=True)
         .agg(
             delta_exposure_usd=pl.col("delta_exposure_usd").sum(),
             gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
@@ -190,9 +190,9 @@ def open_interest_share(lines: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFram
     fraction of the instrument's open interest, where open interest is given and > 0."""
     return (
         lines.filter(pl.col("line_kind") != "spot")
-        .group_by("entity_id", "instrument_id", "venue")
+        .group_by("entity_id", "instrument_id", "venue", maintain_order=True)
         .agg(contracts=pl.col("quantity").abs().sum())
-        .join(marks.select("instrument_id", "open_interest"), on="instrument_id", how="left")
+        .join(marks.select("instrument_id", "open_interest"), on="instrument_id", how="left", maintain_order="left")
         .with_columns(
             open_interest_share=pl.when(pl.col("open_interest") > 0)
             .then(pl.col("contracts") / pl.col("open_interest"))
@@ -208,17 +208,17 @@ def entity_exposure(lines: pl.DataFrame, capital: pl.DataFrame, settings: Settin
     Leverage is null when equity ≤ 0: reported as such, never a division by zero.
     """
     per_underlying = exposure_by_underlying(lines)
-    net = per_underlying.group_by("entity_id").agg(net_exposure_usd=pl.col("delta_exposure_usd").abs().sum())
-    base = lines.group_by("entity_id").agg(
+    net = per_underlying.group_by("entity_id", maintain_order=True).agg(net_exposure_usd=pl.col("delta_exposure_usd").abs().sum())
+    base = lines.group_by("entity_id", maintain_order=True).agg(
         equity_usd=pl.col("value_usd").sum(),
         gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
         on_balance_sheet_usd=pl.when(pl.col("line_kind") == "spot").then(pl.col("value_usd").clip(lower_bound=0.0)).otherwise(0.0).sum(),
     )
     derivs = derivatives_exposure(lines, settings)
     out = (
-        base.join(net, on="entity_id", how="left")
-        .join(derivs, on="entity_id", how="left")
-        .join(capital.select("entity_id", "tier1_capital_usd"), on="entity_id", how="left")
+        base.join(net, on="entity_id", how="left", maintain_order="left")
+        .join(derivs, on="entity_id", how="left", maintain_order="left")
+        .join(capital.select("entity_id", "tier1_capital_usd"), on="entity_id", how="left", maintain_order="left")
         .with_columns(
             pl.col("net_exposure_usd", "derivatives_rc_usd", "derivatives_pfe_usd", "derivatives_exposure_usd").fill_null(0.0),
         )
@@ -251,16 +251,16 @@ def derivatives_exposure(lines: pl.DataFrame, settings: Settings) -> pl.DataFram
     d = lines.filter(pl.col("line_kind") != "spot").with_columns(
         mf=pl.col("years_to_expiry").fill_null(1.0).clip(floor, 1.0).sqrt()
     )
-    addon_k = d.group_by(*ACCOUNT_KEY, "underlying").agg(
+    addon_k = d.group_by(*ACCOUNT_KEY, "underlying", maintain_order=True).agg(
         addon=(pl.col("delta_exposure_usd") * pl.col("mf")).sum() * settings.saccr_supervisory_factor
     )
-    pfe = addon_k.group_by(*ACCOUNT_KEY).agg(
+    pfe = addon_k.group_by(*ACCOUNT_KEY, maintain_order=True).agg(
         pfe=((rho * pl.col("addon").sum()) ** 2 + (1 - rho**2) * (pl.col("addon") ** 2).sum()).sqrt()
     )
-    rc = d.group_by(*ACCOUNT_KEY).agg(rc=pl.col("value_usd").sum().clip(lower_bound=0.0))
+    rc = d.group_by(*ACCOUNT_KEY, maintain_order=True).agg(rc=pl.col("value_usd").sum().clip(lower_bound=0.0))
     return (
-        rc.join(pfe, on=list(ACCOUNT_KEY), how="left")
-        .group_by("entity_id")
+        rc.join(pfe, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
+        .group_by("entity_id", maintain_order=True)
         .agg(
             derivatives_rc_usd=pl.col("rc").sum(),
             derivatives_pfe_usd=pl.col("pfe").sum(),

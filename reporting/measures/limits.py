@@ -37,7 +37,7 @@ def resolve_limits(limits: pl.DataFrame, entity_ids: list[str], default_warn_at:
     ents = pl.DataFrame({"entity_id": entity_ids}, schema={"entity_id": pl.String})
     lim = limits.select("entity_id", "metric", "limit", "kind", pl.col("warn_at").fill_null(default_warn_at))
     own = lim.filter(pl.col("entity_id") != "*").join(ents, on="entity_id", how="semi")
-    default = ents.join(lim.filter(pl.col("entity_id") == "*").drop("entity_id"), how="cross")
+    default = ents.join(lim.filter(pl.col("entity_id") == "*").drop("entity_id"), how="cross", maintain_order="left_right")
     return pl.concat([own, default.join(own, on=["entity_id", "metric"], how="anti")]).sort("entity_id", "metric")
 
 
@@ -61,8 +61,8 @@ def limit_utilization(metrics: pl.DataFrame, limits: pl.DataFrame, insolvent: pl
     )
     wrong_side = pl.when(pl.col("kind") == "max").then(value > limit).otherwise(value < limit)
     out = (
-        resolved.join(values, on=["entity_id", "metric"], how="left")
-        .join(insolvent, on="entity_id", how="left")
+        resolved.join(values, on=["entity_id", "metric"], how="left", maintain_order="left")
+        .join(insolvent, on="entity_id", how="left", maintain_order="left")
         .with_columns(utilization=util)
         .with_columns(
             status=pl.when(value.is_null()).then(pl.when(pl.col("insolvent")).then(pl.lit("breach")).otherwise(pl.lit("ok")))
@@ -77,12 +77,12 @@ def limit_utilization(metrics: pl.DataFrame, limits: pl.DataFrame, insolvent: pl
     else:
         prev = (
             previous.sort("business_date")
-            .group_by("entity_id", "metric").last()
+            .group_by("entity_id", "metric", maintain_order=True).last()
             .select("entity_id", "metric", prev_utilization="utilization",
                     prev_days=pl.when(pl.col("status") == "breach").then(pl.col("days_in_breach")).otherwise(0))
         )
     return (
-        out.join(prev, on=["entity_id", "metric"], how="left")
+        out.join(prev, on=["entity_id", "metric"], how="left", maintain_order="left")
         .with_columns(
             days_in_breach=pl.when(pl.col("status") == "breach").then(pl.col("prev_days").fill_null(0) + 1).otherwise(0)
         )
@@ -102,13 +102,13 @@ def exposure_reduction(utilization: pl.DataFrame, metrics: pl.DataFrame, insolve
             (pl.col("status") == "breach") & (pl.col("kind") == "max")
             & pl.col("metric").is_in(EXPOSURE_SCALED) & (pl.col("value") > 0) & (pl.col("limit") >= 0)
         )
-        .group_by("entity_id")
+        .group_by("entity_id", maintain_order=True)
         .agg(keep=(pl.col("limit") / pl.col("value")).min())
     )
     return (
         metrics.select("entity_id", "gross_exposure_usd")
-        .join(need, on="entity_id", how="left")
-        .join(insolvent, on="entity_id", how="left")
+        .join(need, on="entity_id", how="left", maintain_order="left")
+        .join(insolvent, on="entity_id", how="left", maintain_order="left")
         .select("entity_id", exposure_reduction_usd=pl.when(~pl.col("insolvent").fill_null(False))
                 .then(pl.col("gross_exposure_usd") * (1 - pl.col("keep").fill_null(1.0))))
     )
@@ -132,7 +132,7 @@ def max_leverage_for_var_limit(limits: pl.DataFrame, metrics: pl.DataFrame, defa
     var_limit = pl.min_horizontal(pl.col("var_99_1d_hist_usd"), pl.col("var_99_1d_hist_pct") / 100.0 * equity)
     return (
         metrics.select("entity_id", "equity_usd", "var_loss_per_gross")
-        .join(wide.select("entity_id", "var_99_1d_hist_usd", "var_99_1d_hist_pct"), on="entity_id", how="left")
+        .join(wide.select("entity_id", "var_99_1d_hist_usd", "var_99_1d_hist_pct"), on="entity_id", how="left", maintain_order="left")
         .select(
             "entity_id",
             max_gross_leverage_for_var_limit=pl.when((equity > 0) & (pl.col("var_loss_per_gross") > 0))

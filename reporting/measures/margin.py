@@ -105,19 +105,19 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
         maintenance_margin_usd=pl.Series(tiers.charge(notional, group, "mm")),
     )
     net = (
-        m.filter(~pl.col("is_cash")).group_by(*ACCOUNT_KEY, "underlying")
-        .agg(pl.col("delta_exposure_usd").sum().abs()).group_by(*ACCOUNT_KEY)
+        m.filter(~pl.col("is_cash")).group_by(*ACCOUNT_KEY, "underlying", maintain_order=True)
+        .agg(pl.col("delta_exposure_usd").sum().abs()).group_by(*ACCOUNT_KEY, maintain_order=True)
         .agg(net_exposure_usd=pl.col("delta_exposure_usd").sum())
     )
     acc = (
-        m.group_by(*ACCOUNT_KEY)
+        m.group_by(*ACCOUNT_KEY, maintain_order=True)
         .agg(
             equity_usd=pl.col("value_usd").sum(),
             gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
             initial_margin_usd=pl.col("initial_margin_usd").sum(),
             maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
         )
-        .join(net, on=list(ACCOUNT_KEY), how="left")
+        .join(net, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
         .with_columns(pl.col("net_exposure_usd").fill_null(0.0))
         .sort(*ACCOUNT_KEY)
     )

@@ -85,15 +85,15 @@ def shock_matrix(scenarios: pl.DataFrame, assets: list[str], cash_assets: tuple[
     if ids.is_empty() or not assets:
         empty = np.zeros((len(assets), ids.height))
         return ids, assets, empty, empty.copy(), empty + 1.0
-    grid = pl.DataFrame({"asset": assets}).join(ids.select("scenario_id"), how="cross").with_columns(
+    grid = pl.DataFrame({"asset": assets}).join(ids.select("scenario_id"), how="cross", maintain_order="left_right").with_columns(
         is_cash=pl.col("asset").is_in(list(cash_assets))
     )
     sc = scenarios.select("scenario_id", "asset", "price_shock", "vol_shock", pl.col("vol_scale").cast(pl.Float64))
     named = sc.filter(pl.col("asset") != "*")
     star = sc.filter(pl.col("asset") == "*").drop("asset")
     full = (
-        grid.join(named, on=["scenario_id", "asset"], how="left")
-        .join(star, on="scenario_id", how="left", suffix="_all")
+        grid.join(named, on=["scenario_id", "asset"], how="left", maintain_order="left")
+        .join(star, on="scenario_id", how="left", suffix="_all", maintain_order="left")
         .with_columns(
             price=pl.coalesce("price_shock", pl.when(~pl.col("is_cash")).then(pl.col("price_shock_all")), pl.lit(0.0)),
             vol=pl.coalesce("vol_shock", pl.when(~pl.col("is_cash")).then(pl.col("vol_shock_all")), pl.lit(0.0)),

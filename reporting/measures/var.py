@@ -44,8 +44,7 @@ def return_window(history: pl.DataFrame, assets: list[str], business_date: date,
         .join(
             history.filter(pl.col("asset").is_in(assets) & pl.col("date").is_between(first, business_date))
             .pivot(on="asset", index="date", values="close_usd", aggregate_function="last"),
-            on="date", how="left",
-        )
+            on="date", how="left", maintain_order="left")
         .sort("date")
     )
     for asset in assets:  # an asset with no close at all in the window
@@ -203,7 +202,7 @@ def implied_vol_matrix(entity_ids: list[str], assets: list[str], lines: pl.DataF
     opts = lines.filter((pl.col("line_kind") == "option") & pl.col("underlying").is_in(assets))
     if opts.is_empty() or not assets:
         return out
-    iv = opts.group_by("entity_id", "underlying").agg(
+    iv = opts.group_by("entity_id", "underlying", maintain_order=True).agg(
         iv=(pl.col("implied_vol") * pl.col("vega_usd").abs()).sum() / pl.col("vega_usd").abs().sum()
     ).filter(pl.col("iv").is_finite())
     e_index = {e: i for i, e in enumerate(entity_ids)}
