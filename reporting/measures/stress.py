@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
+from .aggregate import group_sum
 from .exposure import option_value_usd
 from .var import ReturnWindow
 
@@ -221,9 +222,7 @@ def correlation_one_moves(lines: pl.DataFrame, entity_ids: list[str], scenarios:
     e, a = entity_index(lines, entity_ids), asset_index(lines, scenarios.assets)
     r = scenarios.worst_move[a]
     shape = (len(entity_ids), len(scenarios.assets))
-    up, down = np.zeros(shape), np.zeros(shape)
-    np.add.at(up, (e, a), line_pnl(lines, r))
-    np.add.at(down, (e, a), line_pnl(lines, -r))
+    up, down = group_sum((e, a), line_pnl(lines, r), shape), group_sum((e, a), line_pnl(lines, -r), shape)
     sign = np.where(up < down, 1.0, -1.0)
     return sign[e, a] * r
 
@@ -239,12 +238,10 @@ def stress_results(entity_ids: list[str], lines: pl.DataFrame, scenarios: Scenar
     e = entity_index(lines, entity_ids)
     n_e = len(entity_ids)
     move, shift = market_line_shocks(lines, scenarios)
-    pnl = np.zeros((n_e, scenarios.n_market))
-    np.add.at(pnl, e, line_pnl(lines, move, shift))
+    pnl = group_sum(e, line_pnl(lines, move, shift).reshape(lines.height, scenarios.n_market), n_e)
     ids = scenarios.ids
     if scenarios.worst_move is not None:
-        worst = np.zeros(n_e)
-        np.add.at(worst, e, line_pnl(lines, correlation_one_moves(lines, entity_ids, scenarios)))
+        worst = group_sum(e, line_pnl(lines, correlation_one_moves(lines, entity_ids, scenarios)), n_e)
         pnl = np.column_stack([pnl, worst])
         ids = pl.concat([ids, pl.DataFrame({"scenario_id": [CORRELATION_ONE_ID],
                                             "description": [scenarios.worst_description], "source": ["builtin"]})])

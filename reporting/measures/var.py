@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
+from .aggregate import group_sum
 from .exposure import option_value_usd
 
 
@@ -135,11 +136,10 @@ def scenario_pnl(
 
     missing = np.isnan(window.returns)
     returns = np.where(missing, 0.0, window.returns)
-    exposure = np.zeros((n_e, len(window.assets)))
-    np.add.at(exposure, (e_col[~is_opt], a_col[~is_opt]), risky["delta_exposure_usd"].to_numpy()[~is_opt])
+    shape = (n_e, len(window.assets))
+    exposure = group_sum((e_col[~is_opt], a_col[~is_opt]), risky["delta_exposure_usd"].to_numpy()[~is_opt], shape)
     pnl += exposure @ returns.T
-    held = np.zeros((n_e, len(window.assets)))
-    np.add.at(held, (e_col, a_col), 1.0)
+    held = group_sum((e_col, a_col), np.ones(e_col.size), shape)
 
     if is_opt.any():
         # Revalue each distinct contract once per day (a contract's value depends on its
@@ -168,13 +168,9 @@ def delta_matrix(entity_ids: list[str], assets: list[str], exposures: pl.DataFra
     e_index = {e: i for i, e in enumerate(entity_ids)}
     a_index = {a: i for i, a in enumerate(assets)}
     x = exposures.filter(pl.col("underlying").is_in(assets) & pl.col("entity_id").is_in(entity_ids))
-    np.add.at(
-        out,
-        (x["entity_id"].replace_strict(e_index, return_dtype=pl.Int64).to_numpy(),
-         x["underlying"].replace_strict(a_index, return_dtype=pl.Int64).to_numpy()),
-        x["delta_exposure_usd"].to_numpy(),
-    )
-    return out
+    return group_sum((x["entity_id"].replace_strict(e_index, return_dtype=pl.Int64).to_numpy(),
+                      x["underlying"].replace_strict(a_index, return_dtype=pl.Int64).to_numpy()),
+                     x["delta_exposure_usd"].to_numpy(), out.shape)
 
 
 def loss_per_unit_gross(exposure: np.ndarray, gross: np.ndarray, ewma_cov: np.ndarray,
