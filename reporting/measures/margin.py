@@ -60,24 +60,33 @@ class TierTable:
         """Each line's own brackets, gathered once for a line set charged many times."""
         has = np.asarray(group) >= 0
         g = np.where(has, group, 0)
-        return Brackets(self.floors[g], self.rates[measure][g], self.cums[measure][g], has)
+        rates = self.rates[measure][g]
+        steps = np.diff(rates, axis=-1)  # the rate added above each further floor
+        return Brackets(rates[..., 0], self.cums[measure][g][..., 0], self.floors[g][..., 1:],
+                        np.where(np.isfinite(self.floors[g][..., 1:]), steps, 0.0), has)
 
 
 @dataclass(frozen=True)
 class Brackets:
-    """Per line: floors, rates and cumulative offsets of its tier group ((n, K) each)."""
+    """Per line: its first bracket's rate and offset, and the floors above it with the
+    rate each adds — the tax-bracket charge as a sum, without a per-line lookup:
 
-    floors: np.ndarray
-    rates: np.ndarray
-    cums: np.ndarray
+        charge(N) = N · rate_0 − cum_0 + Σ_(k≥1) (rate_k − rate_(k−1)) · max(N − floor_k, 0)
+
+    which equals `N · rate_k − cum_k` in bracket k (cum_k telescopes the same sum)."""
+
+    rate0: np.ndarray
+    cum0: np.ndarray
+    floors: np.ndarray  # (n, K − 1), +inf padding
+    steps: np.ndarray  # (n, K − 1), 0 on padding
     has: np.ndarray  # False: the line carries no margin
 
     def charge(self, notional: np.ndarray) -> np.ndarray:
         notional = np.asarray(notional, float)
-        k = np.clip((notional[..., None] >= self.floors).sum(-1) - 1, 0, None)
-        rate = np.take_along_axis(self.rates, k[..., None], -1)[..., 0]
-        cum = np.take_along_axis(self.cums, k[..., None], -1)[..., 0]
-        return np.where(self.has, notional * rate - cum, 0.0)
+        out = notional * self.rate0 - self.cum0
+        for k in range(self.floors.shape[-1]):
+            out += self.steps[..., k] * np.maximum(notional - self.floors[..., k], 0.0)
+        return np.where(self.has, out, 0.0)
 
 
 def margined_lines(lines: pl.DataFrame, tiers: TierTable) -> pl.DataFrame:
