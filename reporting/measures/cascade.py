@@ -108,7 +108,9 @@ class _Book:
         self.is_deriv, self.is_opt = kind != "spot", kind == "option"
         self.fixed_notional = self.is_deriv & ~self.is_opt & (lines["settlement"].to_numpy() == "inverse")
         self.notional0 = lines["notional_usd"].to_numpy()
-        margined = (self.margin_lines["tier_group"].to_numpy() >= 0) & (self.notional0 > 0)
+        group = self.margin_lines["tier_group"].to_numpy()
+        self.brackets = tiers.brackets(group[group >= 0], "mm")  # the same lines in every scenario
+        margined = (group >= 0) & (self.notional0 > 0)
         self.can_liquidate = np.bincount(self.acct, margined.astype(float), minlength=self.n_acct) > 0
         oi = (
             lines.select("instrument_id")
@@ -155,7 +157,7 @@ def _run(book: _Book, move0: np.ndarray, vol_shift: np.ndarray, asset_move0: np.
     """One scenario's cascade. `move0`/`vol_shift` per line; `asset_move0` (A,) the
     scenario's market-wide price shocks, or None for a per-entity scenario (no impact)."""
     n = book.n
-    surplus = _account_surplus(book.remarked(vol_shift), np.arange(n), n, book.tiers)  # per line: value − MM
+    surplus = _account_surplus(book.remarked(vol_shift), np.arange(n), n, book.tiers, book.brackets)  # per line
     market = asset_move0 is not None
     price = 1.0 + asset_move0 if market else None  # per asset, as a fraction of today's close
     floor = np.minimum(price, PRICE_FLOOR) if market else None

@@ -140,13 +140,15 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     )
 
 
-def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: TierTable):
+def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: TierTable,
+                     brackets: "Brackets | None" = None):
     """Return f(s): equity − maintenance per account after a uniform move s (per account).
 
     Spot and linear contracts revalue exactly (value linear in the price: summed per
     account once, as `A + B·s`); options by Black-76 full revaluation; notionals move
     with the price except inverse contracts' USD face; maintenance is re-tiered at the
-    moved notional, line by line.
+    moved notional, line by line (`brackets`: those of `m`'s margined lines, when the
+    caller charges the same lines in many scenarios).
     """
     kind = m["line_kind"].to_numpy()
     cash = m["is_cash"].to_numpy()
@@ -162,7 +164,7 @@ def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: Tier
     mm_acct, mm_moves = acct[margined], ~cash[margined]
     notional0 = m["notional_usd"].to_numpy()[margined]
     fixed_notional = ((~is_spot) & (~is_opt) & (m["settlement"].to_numpy() == "inverse"))[margined]
-    brackets = tiers.brackets(group[margined], "mm")
+    brackets = brackets if brackets is not None else tiers.brackets(group[margined], "mm")
 
     def surplus(s: np.ndarray) -> np.ndarray:
         value = base + linear * s
