@@ -104,9 +104,9 @@ class _Book:
         self.acct_entity = np.zeros(self.n_acct, np.int64)
         self.acct_entity[self.acct] = self.entity
         self.asset = asset_index(lines, assets)
-        kind = lines["line_kind"].to_numpy()
-        self.is_deriv, self.is_opt = kind != "spot", kind == "option"
-        self.fixed_notional = self.is_deriv & ~self.is_opt & (lines["settlement"].to_numpy() == "inverse")
+        self.is_deriv = (lines["line_kind"] != "spot").to_numpy()  # compared in polars: no string arrays
+        self.is_opt = (lines["line_kind"] == "option").to_numpy()
+        self.fixed_notional = self.is_deriv & ~self.is_opt & (lines["settlement"] == "inverse").fill_null(False).to_numpy()
         self.notional0 = lines["notional_usd"].to_numpy()
         group = self.margin_lines["tier_group"].to_numpy()
         self.brackets = tiers.brackets(group[group >= 0], "mm")  # the same lines in every scenario

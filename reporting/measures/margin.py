@@ -150,11 +150,10 @@ def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: Tier
     moved notional, line by line (`brackets`: those of `m`'s margined lines, when the
     caller charges the same lines in many scenarios).
     """
-    kind = m["line_kind"].to_numpy()
     cash = m["is_cash"].to_numpy()
     v0 = m["value_usd"].to_numpy()
     group = m["tier_group"].to_numpy()
-    is_spot, is_opt = kind == "spot", kind == "option"
+    is_spot, is_opt = (m["line_kind"] == "spot").to_numpy(), (m["line_kind"] == "option").to_numpy()
     slope = np.where(cash | is_opt, 0.0, np.where(is_spot, v0, m["delta_exposure_usd"].to_numpy()))
     base, linear = np.bincount(acct, v0, minlength=n_acct), np.bincount(acct, slope, minlength=n_acct)
     opt_acct = acct[is_opt]
@@ -163,7 +162,7 @@ def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: Tier
     margined = np.flatnonzero(group >= 0)
     mm_acct, mm_moves = acct[margined], ~cash[margined]
     notional0 = m["notional_usd"].to_numpy()[margined]
-    fixed_notional = ((~is_spot) & (~is_opt) & (m["settlement"].to_numpy() == "inverse"))[margined]
+    fixed_notional = ((~is_spot) & (~is_opt) & (m["settlement"] == "inverse").fill_null(False).to_numpy())[margined]
     brackets = brackets if brackets is not None else tiers.brackets(group[margined], "mm")
 
     def surplus(s: np.ndarray) -> np.ndarray:

@@ -188,8 +188,7 @@ def line_pnl(lines: pl.DataFrame, move: np.ndarray, vol_shift: np.ndarray | floa
     Black-76 value change at the moved spot and vol against the model value today.
     """
     move = np.asarray(move, float)
-    kind = lines["line_kind"].to_numpy()
-    is_spot, is_opt = kind == "spot", kind == "option"
+    is_spot, is_opt = (lines["line_kind"] == "spot").to_numpy(), (lines["line_kind"] == "option").to_numpy()
     weight = np.where(is_spot, lines["value_usd"].to_numpy(), lines["delta_exposure_usd"].to_numpy())
     weight = weight[:, None] if move.ndim == 2 else weight
     pnl = weight * move
