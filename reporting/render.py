@@ -1486,7 +1486,7 @@ def render_entity_html(inputs: ReportInputs, entity_id: str,
 def entity_slice(inputs: ReportInputs, entity_ids: Sequence[str]) -> ReportInputs:
     """The inputs with only these entities' rows (tables without an entity, whole): all an
     entity report reads, small enough to send to a worker process."""
-    keep = pl.Series(list(entity_ids), dtype=pl.String)
+    keep = list(entity_ids)
     changes = {}
     for f in dataclasses.fields(inputs):
         frame = getattr(inputs, f.name)
