@@ -203,17 +203,18 @@ def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, s
     renumber = np.full(n, -1)
     renumber[todo] = np.arange(todo.size)
     keep = renumber[acct] >= 0
-    surplus = _account_surplus(m.filter(pl.Series(keep)), renumber[acct[keep]], todo.size, tiers)
-    k = todo.size
+    m, acct, k = m.filter(pl.Series(keep)), renumber[acct[keep]], todo.size
+    everyone = np.ones(k, bool)
     for sign, limit in ((-1.0, 0.99), (1.0, settings.liquidation_search_max_up)):
+        surplus = _Shrinking(m, acct, k, tiers)
         grid = np.geomspace(1e-4, limit, 48)
         lo, hi = np.zeros(k), np.full(k, np.nan)
-        f_lo, f_hi = surplus(np.zeros(k)), np.full(k, np.nan)
+        f_lo, f_hi = surplus(np.zeros(k), everyone), np.full(k, np.nan)
         for mag in grid:  # bracket: the first magnitude at which the account fails
             open_ = np.isnan(hi)
             if not open_.any():
                 break
-            f = surplus(sign * np.full(k, mag))
+            f = surplus(sign * np.full(k, mag), open_)
             fails = f <= 0
             hi, f_hi = np.where(open_ & fails, mag, hi), np.where(open_ & fails, f, f_hi)
             lo, f_lo = np.where(open_ & ~fails, mag, lo), np.where(open_ & ~fails, f, f_lo)
@@ -229,7 +230,7 @@ def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, s
                 secant = hi_f - f_hi * (hi_f - lo) / (f_hi - f_lo)
             mid = 0.5 * (lo + hi_f)
             x = np.where(bisect | ~np.isfinite(secant) | (secant <= lo) | (secant >= hi_f), mid, secant)
-            f = surplus(sign * np.where(active, x, hi_f))
+            f = surplus(sign * np.where(active, x, hi_f), active)
             fails = active & (f <= 0)
             moves = active & ~fails
             width = hi_f - lo
@@ -241,3 +242,26 @@ def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, s
             bisect = active & (hi_f - lo > 0.5 * width)
         best[todo] = np.where(found, np.minimum(best[todo], hi_f), best[todo])
     return np.where(np.isfinite(best), best, np.nan)
+
+
+class _Shrinking:
+    """f(s) of `_account_surplus` for the accounts still wanted (NaN for the others),
+    rebuilt on their lines alone once fewer than half of those it covers are wanted:
+    most accounts settle early in a search, and their lines need no more revaluing."""
+
+    def __init__(self, m: pl.DataFrame, acct: np.ndarray, k: int, tiers: TierTable):
+        self.m, self.acct, self.k, self.tiers = m, acct, k, tiers
+        self.covered = np.ones(k, bool)
+        self.f = _account_surplus(m, acct, k, tiers)
+
+    def __call__(self, s: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        if (wanted & ~self.covered).any() or wanted.sum() < 0.5 * self.covered.sum():
+            self.covered = wanted.copy()
+            renumber = np.full(self.k, -1)
+            renumber[wanted] = np.arange(int(wanted.sum()))
+            keep = renumber[self.acct] >= 0
+            self.f = _account_surplus(self.m.filter(pl.Series(keep)), renumber[self.acct[keep]],
+                                      int(wanted.sum()), self.tiers)
+        out = np.full(self.k, np.nan)
+        out[self.covered] = self.f(s[self.covered])
+        return out
