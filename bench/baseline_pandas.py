@@ -387,9 +387,10 @@ def var_and_backtest(lines: pd.DataFrame, rets: pd.DataFrame, s):
     n_t = len(rets)
     dates = rets.index
     var_rows, bt_rows = {}, {}
-    risky_all = lines[~lines["is_cash"]]
+    risky_by_entity = dict(tuple(lines[~lines["is_cash"]].groupby("entity_id", sort=False)))
+    no_lines = lines.iloc[0:0]
     for entity in sorted(lines["entity_id"].unique()):
-        g = risky_all[risky_all["entity_id"] == entity]
+        g = risky_by_entity.get(entity, no_lines)
         pnl = entity_pnl(g, rets)
         unknown = np.isnan(pnl)
         run = n_t - 1 - np.flatnonzero(unknown)[-1] if unknown.any() else n_t  # trailing known days
