@@ -414,8 +414,21 @@ def test_every_page_has_header_and_footer(rendered):
         assert "Alpha Fund · E1" in text
         assert f"Business date 2025-01-31 · Report id {RUN}" in text
         assert f"Page {i} of {n}" in text
-        assert f"Report id {RUN} · as of 2025-02-01T06:15:00Z" in text
-        assert "check with levtrack verify" in text
+        assert f"Report id {RUN} · as of 2025-02-01T06:15:00Z · code 0.1.0+test" in text
+        assert "SHA-256 in the run's manifest.json (levtrack verify)" in text
+
+
+def test_footer_page_number_stays_on_one_line_with_a_real_code_version(inputs, env, tmp_path):
+    """The provenance line grows with the code version; the page number must not wrap."""
+    from reporting.render import ReportInputs, render_entity_html, write_pdf
+
+    long = ReportInputs(**{**inputs.__dict__, "code_version": "0.1.0.dev123+g1234567.d20261125 (c8e2c4e9b926)"})
+    path = tmp_path / "e1.pdf"
+    write_pdf(render_entity_html(long, "E1", env), path)
+    reader = PdfReader(str(path))
+    n = len(reader.pages)
+    for i, page in enumerate(reader.pages, start=1):
+        assert f"Page {i} of {n}" in page.extract_text()
 
 
 # ------------------------------------------------------------ methodology
