@@ -19,7 +19,8 @@ folder: the flow runs inherit both. It refuses to start (exit 2) without a reach
 `prefect.yaml` declares the same deployment (name, entrypoint, schedule, time zone and
 parameters) for `prefect deploy` and a process work pool; keep the two in step.
 
-Served as `prefect.serve(daily_leverage_report.to_deployment(...))` (same arguments as
+Served as `prefect.serve(flow_for(settings).to_deployment(...))` — the flow with the Dask
+task runner when `dask_address` is set, else as it is — (same arguments as
 `daily_leverage_report.serve(...)`): with `flow.serve` each run executes a cloudpickled
 copy of the in-memory flow function, whose globals lack names that flows/daily.py uses
 only in annotations (`date`, `Any`, under `from __future__ import annotations`), and the
@@ -129,9 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefect import serve
 
-    from flows.daily import daily_leverage_report
+    from flows.daily import flow_for
 
-    serve(daily_leverage_report.to_deployment(**kwargs))
+    serve(flow_for(settings).to_deployment(**kwargs))  # with the Dask task runner if dask_address is set
     return 0
 
 
