@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 
@@ -369,10 +368,6 @@ def run_row(run_id: str, started: datetime, status: str, timings: dict[str, floa
     }
 
 
-UNDEFINED_WITHOUT_EQUITY = {"gross_leverage", "net_leverage", "leverage_ratio_pct", "var_99_1d_hist_pct",
-                            "crypto_exposure_pct_tier1", "margin_utilization"}
-
-
 def failure_summary(business_date: date, run_id: str, reason: str) -> str:
     """Markdown for the run's Prefect artifact when it fails: the latest summary in the UI
     must not be yesterday's success."""
@@ -403,12 +398,10 @@ def monitoring_summary(business_date: date, results: DailyResults, validation: V
     if alerts.height:
         lines += ["| entity | metric | status | value | limit | utilization | days in breach |",
                   "|---|---|---|---|---|---|---|"]
-        order = pl.col("status").replace_strict({"breach": 0, "warning": 1}, default=2)
-        for r in alerts.sort(order, pl.col("utilization").fill_null(float("inf")), "entity_id",
-                             descending=[False, True, False]).iter_rows(named=True):
+        for r in _most_severe_first(alerts).iter_rows(named=True):
             value = fmt_metric(r["value"], r["metric"])
-            if r["value"] is None:
-                value += " (undefined: equity ≤ 0)" if r["metric"] in UNDEFINED_WITHOUT_EQUITY else " (undefined)"
+            if r["value"] is None:  # limits.py: an undefined figure breaches only when the entity is insolvent
+                value += " (undefined: insolvent — equity ≤ 0 or an account under water)" if r["status"] == "breach" else " (undefined)"
             lines.append(f"| {r['entity_id']} | {r['metric']} | {r['status']} | {value} | "
                          f"{r['kind']} {fmt_metric(r['limit'], r['metric'])} | "
                          f"{fmt_fraction_pct(r['utilization'])} | {r['days_in_breach']} |")
@@ -417,12 +410,15 @@ def monitoring_summary(business_date: date, results: DailyResults, validation: V
 
 def limit_table(results: DailyResults) -> list[dict]:
     """Limit utilization as JSON-ready rows, breaches first, for the monitoring table artifact."""
+    return (_most_severe_first(results.limit_utilization)
+            .with_columns(pl.col("business_date").cast(pl.String)).to_dicts())
+
+
+def _most_severe_first(utilization: pl.DataFrame) -> pl.DataFrame:
+    """Breaches, warnings, then the rest; within each, the highest utilization (undefined first)."""
     order = pl.col("status").replace_strict({"breach": 0, "warning": 1, "ok": 2}, default=3)
-    return (
-        results.limit_utilization.sort(order, pl.col("utilization").fill_null(float("inf")), "entity_id",
-                                       descending=[False, True, False])
-        .with_columns(pl.col("business_date").cast(pl.String)).to_dicts()
-    )
+    return utilization.sort(order, pl.col("utilization").fill_null(float("inf")), "entity_id",
+                            descending=[False, True, False])
 
 
 def _frame_digest(h, frame: pl.DataFrame | None) -> None:

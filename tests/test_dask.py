@@ -60,7 +60,7 @@ def test_flow_on_a_dask_cluster_matches_the_in_process_run(tmp_path):
         _wait_for(lambda: _healthy(api_url), SERVER_START_TIMEOUT, "the server's /api/health", processes, server)
         processes.start("scheduler", [_executable("dask"), "scheduler", "--host", "127.0.0.1", "--port",
                                       str(dask_port), "--no-dashboard"], env=base, cwd=tmp_path)
-        workers = processes.start("workers", [_executable("dask"), "worker", scheduler, "--nworkers", "2",
+        processes.start("workers", [_executable("dask"), "worker", scheduler, "--nworkers", "2",
                                               "--nthreads", "1", "--no-dashboard"],
                                   env=shared | {"PREFECT_HOME": str(_mkdir(tmp_path / "worker-home"))}, cwd=tmp_path)
         with Client(scheduler, timeout=120) as client:

@@ -1,17 +1,13 @@
 """Rendering a large book: which entities get a report, parallel rendering, and
 re-rendering an entity later from the lake (no Prefect: the library steps directly)."""
 
-import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from reporting import archive, commit, daily
+from reporting import archive, daily
 from reporting.config import load_settings
-from reporting.render import (
-    entity_report_ids, entity_slug, make_environment, render_summary_html, write_entity_reports,
-)
+from reporting.render import entity_report_ids, entity_slug, write_entity_reports
 from reporting.sample import write_sample_book
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ import polars as pl
 
 from ..config import Settings
 from ..schemas import ENTITY_METRIC_COLUMNS
-from .backtest import backtest
 from ..timing import timed
+from .backtest import backtest
 from .cascade import liquidation_cascades
 from .exposure import build_lines, entity_exposure, exposure_by_underlying, open_interest_share
 from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit
