@@ -8,6 +8,7 @@ every number in one place.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date
 
@@ -153,6 +154,10 @@ class OptionTerms:
         return cls(q_cs=(lines["quantity"] * lines["contract_size"]).to_numpy()[:, None],
                    forward=col("underlying_price"), strike=col("strike"), years=col("years_to_expiry"),
                    vol=col("implied_vol"), is_call=col("is_call"))
+
+    def take(self, rows: np.ndarray) -> "OptionTerms":
+        """The terms of the option lines `rows` only."""
+        return OptionTerms(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
 
     def value(self, spot_factor: np.ndarray, vol_shift: np.ndarray | float = 0.0) -> np.ndarray:
         """USD value under shocked spot (factor) and vol (absolute shift, floored at 1 %)."""

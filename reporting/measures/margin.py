@@ -181,32 +181,46 @@ def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, s
                          tol: float = 1e-10) -> np.ndarray:
     """Smallest uniform adverse move of the account's underlyings that brings equity to maintenance.
 
-    Solved per account by a bracketed root-finder in both directions — down to −99 %
-    and up to `settings.liquidation_search_max_up`: geometric bracketing (the first grid
-    magnitude at which the account fails), then the Illinois variant of false position
-    inside the bracket, falling back to a bisection step whenever a step does not halve
-    it, to `tol` — taking the nearer root. 0 when equity is already at or below
-    maintenance; null when the account carries no maintenance requirement or no move in
-    range liquidates it. Only the lines of accounts still searched are revalued.
+    Searched in both directions — down to −99 % and up to
+    `settings.liquidation_search_max_up` — taking the nearer root. Without options an
+    account's surplus is piecewise linear in the move (`_SurplusCurve`), so its first
+    root either way is found exactly, piece by piece. With options it is solved by a
+    bracketed root-finder: geometric bracketing (the first grid magnitude at which
+    the account fails), then the Illinois variant of false position inside the
+    bracket, falling back to a bisection step whenever a step does not halve it, to
+    `tol`. 0 when equity is already at or below maintenance; null when the account
+    carries no maintenance requirement or no move in range liquidates it.
     """
     index = acc.select(*ACCOUNT_KEY).with_row_index("_acct")
     acct = m.join(index, on=list(ACCOUNT_KEY), how="left", maintain_order="left")["_acct"].to_numpy().astype(np.int64)
     n = acc.height
     has_mm = acc["maintenance_margin_usd"].to_numpy() > 0
-    at_zero = _account_surplus(m, acct, n, tiers)(np.zeros(n))
+    curve = _SurplusCurve(m, acct, n, tiers, 1.0 - 0.99, 1.0 + settings.liquidation_search_max_up)
+    everyone = np.arange(n)
+    at_zero = curve.surplus(everyone, np.ones(n))
     best = np.full(n, np.inf)
     best[has_mm & (at_zero <= 0)] = 0.0
-    todo = np.flatnonzero(has_mm & (at_zero > 0))
-    if todo.size == 0:
-        return np.where(np.isfinite(best), best, np.nan)
-    # the accounts still searched, renumbered 0..k−1, and their lines only
-    renumber = np.full(n, -1)
-    renumber[todo] = np.arange(todo.size)
-    keep = renumber[acct] >= 0
-    m, acct, k = m.filter(pl.Series(keep)), renumber[acct[keep]], todo.size
+    todo = has_mm & (at_zero > 0)
+    linear = np.flatnonzero(todo & ~curve.has_options)
+    best[linear] = curve.nearest_root(linear)
+    searched = np.flatnonzero(todo & curve.has_options)
+    if searched.size:
+        best[searched] = _bracketed_roots(curve, searched, settings, tol)
+    return np.where(np.isfinite(best), best, np.nan)
+
+
+def _bracketed_roots(curve: "_SurplusCurve", ids: np.ndarray, settings: Settings, tol: float) -> np.ndarray:
+    """Nearest root of the accounts `ids` (surplus > 0 at no move), inf where none."""
+    k = ids.size
+    best = np.full(k, np.inf)
+
+    def surplus(s: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        out = np.full(k, np.nan)
+        out[wanted] = curve.surplus(ids[wanted], 1.0 + s[wanted])
+        return out
+
     everyone = np.ones(k, bool)
     for sign, limit in ((-1.0, 0.99), (1.0, settings.liquidation_search_max_up)):
-        surplus = _Shrinking(m, acct, k, tiers)
         grid = np.geomspace(1e-4, limit, 48)
         lo, hi = np.zeros(k), np.full(k, np.nan)
         f_lo, f_hi = surplus(np.zeros(k), everyone), np.full(k, np.nan)
@@ -240,28 +254,133 @@ def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, s
             lo, f_lo = np.where(moves, x, lo), np.where(moves, f, f_lo)
             last = np.where(fails, 1.0, np.where(moves, -1.0, last))
             bisect = active & (hi_f - lo > 0.5 * width)
-        best[todo] = np.where(found, np.minimum(best[todo], hi_f), best[todo])
-    return np.where(np.isfinite(best), best, np.nan)
+        best = np.where(found, np.minimum(best, hi_f), best)
+    return best
 
 
-class _Shrinking:
-    """f(s) of `_account_surplus` for the accounts still wanted (NaN for the others),
-    rebuilt on their lines alone once fewer than half of those it covers are wanted:
-    most accounts settle early in a search, and their lines need no more revaluing."""
+class _SurplusCurve:
+    """Equity − maintenance of every account as a function of the uniform price
+    factor x = 1 + s, for x in [x_lo, x_hi] — the same revaluation as
+    `_account_surplus`, arranged for a search over many accounts.
 
-    def __init__(self, m: pl.DataFrame, acct: np.ndarray, k: int, tiers: TierTable):
-        self.m, self.acct, self.k, self.tiers = m, acct, k, tiers
-        self.covered = np.ones(k, bool)
-        self.f = _account_surplus(m, acct, k, tiers)
+    Spot and linear values are `A + B·(x − 1)` per account. A line whose notional moves
+    with the price is charged `N·x·rate_0 − cum_0 + Σ_k step_k·N·max(x − floor_k/N, 0)`:
+    piecewise linear, with a kink where its notional crosses a floor. Per account the
+    margined lines therefore sum to
 
-    def __call__(self, s: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-        if (wanted & ~self.covered).any() or wanted.sum() < 0.5 * self.covered.sum():
-            self.covered = wanted.copy()
-            renumber = np.full(self.k, -1)
-            renumber[wanted] = np.arange(int(wanted.sum()))
-            keep = renumber[self.acct] >= 0
-            self.f = _account_surplus(self.m.filter(pl.Series(keep)), renumber[self.acct[keep]],
-                                      int(wanted.sum()), self.tiers)
-        out = np.full(self.k, np.nan)
-        out[self.covered] = self.f(s[self.covered])
+        f_lin(x) = α + β·x − Σ_(kinks b_j < x) w_j·(x − b_j)
+
+    kept as the account's kinks in order with running sums of w and w·b, so one binary
+    search evaluates any account at any x; kinks below x_lo are folded into α and β,
+    kinks above x_hi never bind. Options are revalued by Black-76 on top.
+    """
+
+    def __init__(self, m: pl.DataFrame, acct: np.ndarray, n: int, tiers: TierTable, x_lo: float, x_hi: float):
+        self.n, self.x_lo, self.x_hi = n, x_lo, x_hi
+        cash = m["is_cash"].to_numpy()
+        v0 = m["value_usd"].to_numpy()
+        group = m["tier_group"].to_numpy()
+        is_spot, is_opt = (m["line_kind"] == "spot").to_numpy(), (m["line_kind"] == "option").to_numpy()
+        slope = np.where(cash | is_opt, 0.0, np.where(is_spot, v0, m["delta_exposure_usd"].to_numpy()))
+        beta = np.bincount(acct, slope, minlength=n)
+        alpha = np.bincount(acct, v0, minlength=n) - beta
+        margined = np.flatnonzero(group >= 0)
+        a, notional = acct[margined], m["notional_usd"].to_numpy()[margined]
+        fixed = ((~is_spot) & (~is_opt) & (m["settlement"] == "inverse").fill_null(False).to_numpy())[margined]
+        moving = ~cash[margined] & ~fixed  # the notional moves with x (cash and inverse faces do not)
+        brackets = tiers.brackets(group[margined], "mm")
+        alpha -= np.bincount(a, np.where(moving, 0.0, brackets.charge(notional)), minlength=n)
+        alpha += np.bincount(a, np.where(moving, brackets.cum0, 0.0), minlength=n)
+        beta -= np.bincount(a, np.where(moving, notional * brackets.rate0, 0.0), minlength=n)
+        kinked = np.flatnonzero(moving & (notional > 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = (brackets.floors[kinked] / notional[kinked, None]).ravel()
+        w = (brackets.steps[kinked] * notional[kinked, None]).ravel()
+        ka = np.repeat(a[kinked], brackets.floors.shape[-1])
+        keep = (w != 0) & (b < x_hi)
+        b, w, ka = b[keep], w[keep], ka[keep]
+        passed = b <= x_lo  # binding over the whole range: part of the straight line
+        beta -= np.bincount(ka[passed], w[passed], minlength=n)
+        alpha += np.bincount(ka[passed], (w * b)[passed], minlength=n)
+        b, w, ka = b[~passed], w[~passed], ka[~passed]
+        order = np.lexsort((b, ka))
+        b, w, ka = b[order], w[order], ka[order]
+        # running sums within each account (never across accounts: no cancellation)
+        sums = pl.DataFrame({"a": ka, "w": w, "wb": w * b}).select(
+            pl.col("w", "wb").cum_sum().over("a"))
+        self.alpha, self.beta = alpha, beta
+        self.kink_x, self.kink_account = b, ka
+        self.kink_key = ka + self._position(b)
+        self.w_sum, self.wb_sum = sums["w"].to_numpy(), sums["wb"].to_numpy()
+        self.first_kink = np.searchsorted(ka, np.arange(n), side="left")
+        self.opt_account = acct[is_opt]
+        self.has_options = np.bincount(self.opt_account, minlength=n) > 0
+        self.terms = OptionTerms.of(m.filter(pl.Series(is_opt))) if is_opt.any() else None
+        self.opt_v0 = self.terms.value(np.ones((1, 1)))[:, 0] if self.terms is not None else None
+
+    def _position(self, x: np.ndarray) -> np.ndarray:
+        """x in [x_lo, x_hi] mapped into [0, 0.5]: with the account number, one sort key."""
+        return 0.5 * (np.asarray(x, float) - self.x_lo) / (self.x_hi - self.x_lo)
+
+    def _line(self, ids: np.ndarray, x: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """Slope and intercept of f_lin at x: the kinks below x (`side="left"`) or at or
+        below x (`"right"`) bind."""
+        pos = np.searchsorted(self.kink_key, ids + self._position(x), side=side)
+        binds = pos > self.first_kink[ids]
+        last = np.maximum(pos - 1, 0)
+        w = np.where(binds, self.w_sum[last] if self.w_sum.size else 0.0, 0.0)
+        wb = np.where(binds, self.wb_sum[last] if self.wb_sum.size else 0.0, 0.0)
+        return self.beta[ids] - w, self.alpha[ids] + wb
+
+    def surplus(self, ids: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """f(x) of the accounts `ids` (one factor each)."""
+        slope, intercept = self._line(ids, x, "left")
+        out = intercept + slope * x
+        if self.terms is not None:
+            factor = np.full(self.n, np.nan)
+            factor[ids] = x
+            lines = np.flatnonzero(~np.isnan(factor[self.opt_account]))
+            if lines.size:
+                change = self.terms.take(lines).value(factor[self.opt_account[lines]][:, None])[:, 0] \
+                    - self.opt_v0[lines]
+                per_account = np.bincount(self.opt_account[lines], change, minlength=self.n)
+                out = out + per_account[ids]
+        return out
+
+    def nearest_root(self, ids: np.ndarray) -> np.ndarray:
+        """Nearest root either way of accounts without options (f(1) > 0), inf where none:
+        f_lin is straight between consecutive kinks, so the first failing kink (or range
+        end) on a side and the straight piece beside it give the root exactly."""
+        out = np.full(ids.size, np.inf)
+        if ids.size == 0:
+            return out
+        slot = np.full(self.n, -1)
+        slot[ids] = np.arange(ids.size)
+        on = slot[self.kink_account] >= 0
+        pts_acct = np.concatenate([self.kink_account[on], ids, ids])
+        pts_x = np.concatenate([self.kink_x[on], np.full(ids.size, self.x_lo), np.full(ids.size, self.x_hi)])
+        slope, intercept = self._line(pts_acct, pts_x, "right")
+        fails = intercept + slope * pts_x <= 0
+        for down in (True, False):
+            side = (pts_x < 1.0) if down else (pts_x > 1.0)
+            cand = np.flatnonzero(fails & side)
+            if cand.size == 0:
+                continue
+            # per account the failing point nearest 1: the largest below, the smallest above
+            first = np.full(ids.size, np.nan)
+            where = slot[pts_acct[cand]]
+            if down:
+                first[:] = -np.inf
+                np.maximum.at(first, where, pts_x[cand])
+            else:
+                first[:] = np.inf
+                np.minimum.at(first, where, pts_x[cand])
+            has = np.isfinite(first)
+            x_fail = first[has]
+            # the straight piece between that point and the next one towards 1
+            s, c = self._line(ids[has], x_fail, "right" if down else "left")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                root = np.where(slope_ok := (s != 0), -c / np.where(slope_ok, s, 1.0), x_fail)
+            root = np.clip(root, x_fail, 1.0) if down else np.clip(root, 1.0, x_fail)
+            out[has] = np.minimum(out[has], np.abs(root - 1.0))
         return out

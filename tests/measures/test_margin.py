@@ -85,3 +85,92 @@ def test_option_account_distance_agrees_with_brute_force(tiny_book):
     grid = np.linspace(0, 3, 300_001)
     up = next(g for g in grid if surplus(np.array([g]))[0] <= 0)
     assert b["liquidation_distance"] == pytest.approx(up, abs=2e-5)
+
+
+def _random_margin_book(seed: int, n_acct: int = 40, per_acct: int = 12, options: bool = True):
+    """A margined line frame of many accounts: spot longs and borrowings, linear and inverse
+    perpetuals long and short across several brackets, short and long options."""
+    from reporting.measures.margin import TierTable
+
+    rng = np.random.default_rng(seed)
+    n = n_acct * per_acct
+    kind = rng.choice(["spot", "perpetual", "perpetual", "option" if options else "spot"], n)
+    settlement = np.where(kind == "perpetual", rng.choice(["linear", "inverse"], n), "linear")
+    qty = rng.normal(0, 1, n) * rng.choice([1, 5, 40], n)
+    price = rng.choice([100.0, 3_000.0, 90_000.0], n)
+    cs = np.where(kind == "option", 1.0, 1.0)
+    strike = price * rng.uniform(0.7, 1.3, n)
+    is_call = rng.random(n) < 0.5
+    years = rng.uniform(0.02, 0.5, n)
+    vol = rng.uniform(0.3, 1.0, n)
+    opt = kind == "option"
+    from reporting.measures.options import black76_price, black76_delta
+    opt_value = qty * cs * black76_price(price, strike, years, vol, is_call)
+    delta = np.where(opt, qty * cs * black76_delta(price, strike, years, vol, is_call) * price, qty * cs * price)
+    value = np.where(kind == "spot", qty * price, np.where(opt, opt_value, qty * cs * price * 0.01))
+    is_cash = (kind == "spot") & (rng.random(n) < 0.2)
+    notional = np.abs(qty * cs * price)
+    tiers = TierTable.from_frame(pl.DataFrame({
+        "venue": ["V"] * 8, "instrument_type": ["perpetual"] * 4 + ["option"] * 2 + ["spot"] * 2,
+        "notional_floor_usd": [0.0, 50_000.0, 250_000.0, 1_000_000.0, 0.0, 100_000.0, 0.0, 20_000.0],
+        "initial_margin_rate": [0.01, 0.02, 0.05, 0.1, 0.1, 0.15, 0.1, 0.2],
+        "maintenance_margin_rate": [0.005, 0.01, 0.025, 0.05, 0.05, 0.075, 0.05, 0.1],
+    }))
+    frame = pl.DataFrame({
+        "entity_id": [f"E{i // per_acct:03d}" for i in range(n)], "venue": ["V"] * n,
+        "account_id": [f"a{i // per_acct:03d}" for i in range(n)], "line_kind": kind.tolist(),
+        "instrument_type": kind.tolist(), "settlement": settlement.tolist(), "is_cash": is_cash,
+        "quantity": qty, "contract_size": cs, "underlying_price": price, "strike": strike, "is_call": is_call,
+        "years_to_expiry": years, "implied_vol": vol, "value_usd": value + 2e4 / per_acct,
+        "delta_exposure_usd": np.where(is_cash, 0.0, np.where(kind == "spot", qty * price, delta)),
+        "notional_usd": notional,
+    })
+    from reporting.measures.margin import margined_lines
+    m = margined_lines(frame, tiers)
+    acct = np.repeat(np.arange(n_acct), per_acct)
+    return m, acct, n_acct, tiers
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_surplus_curve_equals_line_by_line_revaluation(seed):
+    """The per-account piecewise-linear curve (+ options) against `_account_surplus`,
+    which re-tiers every line at the moved notional."""
+    from reporting.measures.margin import _SurplusCurve, _account_surplus
+
+    m, acct, n, tiers = _random_margin_book(seed)
+    curve = _SurplusCurve(m, acct, n, tiers, 0.01, 11.0)
+    by_line = _account_surplus(m, acct, n, tiers)
+    rng = np.random.default_rng(seed)
+    for x in [np.ones(n), rng.uniform(0.01, 11.0, n), rng.uniform(0.5, 1.5, n), np.full(n, 0.01), np.full(n, 11.0)]:
+        want = by_line(x - 1.0)
+        got = curve.surplus(np.arange(n), x)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6, 7])
+def test_exact_roots_of_linear_accounts_against_a_dense_scan(seed):
+    """Without options the root is solved piece by piece: the surplus is 0 there, and a
+    dense scan finds no failing move nearer than it on either side."""
+    from reporting.measures.margin import _SurplusCurve, _account_surplus
+
+    m, acct, n, tiers = _random_margin_book(seed, options=False)
+    curve = _SurplusCurve(m, acct, n, tiers, 0.01, 11.0)
+    by_line = _account_surplus(m, acct, n, tiers)
+    ids = np.flatnonzero(~curve.has_options & (by_line(np.zeros(n)) > 0))
+    assert ids.size >= 3
+    roots = curve.nearest_root(ids)
+    grid = np.concatenate([-np.linspace(0, 0.99, 4001)[1:], np.linspace(0, 10.0, 4001)[1:]])
+    checked = 0
+    for i, d in zip(ids, roots):
+        one = acct == i
+        f = _account_surplus(m.filter(pl.Series(one)), np.zeros(one.sum(), np.int64), 1, tiers)
+        fails = [g for g in grid if f(np.array([g]))[0] <= 0]
+        nearest = min((abs(g) for g in fails), default=np.inf)
+        if not np.isfinite(d):
+            assert nearest == np.inf
+            continue
+        checked += 1
+        assert nearest >= d - 1e-9
+        sides = [s for s in (-d, d) if (s > -0.99 - 1e-12) and s <= 10.0]
+        assert min(abs(f(np.array([s]))[0]) for s in sides) < 1e-6 * (1 + np.abs(m["value_usd"].to_numpy()[one]).sum())
+    assert checked >= 2
