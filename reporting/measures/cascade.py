@@ -46,11 +46,11 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, option_value_usd
-from .margin import TierTable, _account_surplus, margined_lines
+from .exposure import ACCOUNT_KEY, OptionTerms
+from .margin import TierTable, margined_lines
 from .options import black76_delta
 from .stress import (
-    CORRELATION_ONE_ID, Scenarios, asset_index, correlation_one_moves, entity_index, line_pnl, market_line_shocks,
+    CORRELATION_ONE_ID, Scenarios, asset_index, correlation_one_matrix, entity_index,
 )
 
 PRICE_FLOOR = 0.01  # a cascade never takes a price below 1 % of today's close
@@ -58,6 +58,7 @@ PRICE_FLOOR = 0.01  # a cascade never takes a price below 1 % of today's close
 CASCADE_SCHEMA = {
     "entity_id": pl.String, "scenario_id": pl.String, "source": pl.String, "cascade_rounds": pl.Int64,
     "accounts_liquidated": pl.Int64, "liquidated_notional_usd": pl.Float64, "cascade_pnl_usd": pl.Float64,
+    "pnl_usd": pl.Float64,
 }
 MOVES_SCHEMA = {
     "business_date": pl.Date, "scenario_id": pl.String, "round": pl.Int64, "underlying": pl.String,
@@ -80,38 +81,73 @@ class _Outcome:
     rounds: np.ndarray  # (E,) int
     accounts: np.ndarray  # (E,) int
     notional: np.ndarray  # (E,)
-    pnl: np.ndarray  # (E,)
+    pnl: np.ndarray  # (E,) after the cascade
+    pnl_before: np.ndarray  # (E,) the scenario's own PnL, before any liquidation
     moves: list[tuple[int, int, float, float]]  # round, asset row, contracts, extra move
 
 
 class _Book:
-    """The lines as numpy arrays, indexed once for every scenario and round."""
+    """The book arranged once for every scenario and round: linear lines summed per
+    (account, underlying), options per distinct contract, margined lines as arrays.
+
+    A scenario's prices are a move per underlying (market-wide, `rows` 1) or per
+    entity and underlying (correlation one, `rows` = entities): `move` (rows, A).
+    """
 
     def __init__(self, lines: pl.DataFrame, tiers: TierTable, marks: pl.DataFrame,
                  entity_ids: list[str], assets: list[str]):
-        self.lines, self.tiers = lines, tiers
         self.n, self.n_entity, self.n_asset = lines.height, len(entity_ids), len(assets)
-        # The margin frame `_account_surplus` revalues. Every line is moved by the
-        # scenario's own per-line move, so a depegged stablecoin moves too: no line
-        # is held fixed as cash here.
-        self.margin_lines = margined_lines(lines, tiers).with_columns(is_cash=pl.lit(False))
         keys = lines.select(*ACCOUNT_KEY)
         index = keys.unique(maintain_order=True).with_row_index("_acct")
-        self.acct = (keys.join(index, on=list(ACCOUNT_KEY), how="left", maintain_order="left")["_acct"]
-                     .to_numpy().astype(np.int64))
+        acct = (keys.join(index, on=list(ACCOUNT_KEY), how="left", maintain_order="left")["_acct"]
+                .to_numpy().astype(np.int64))
         self.n_acct = index.height
+        self.acct = acct
         self.entity = entity_index(lines, entity_ids)
         self.acct_entity = np.zeros(self.n_acct, np.int64)
-        self.acct_entity[self.acct] = self.entity
+        self.acct_entity[acct] = self.entity
         self.asset = asset_index(lines, assets)
-        self.is_deriv = (lines["line_kind"] != "spot").to_numpy()  # compared in polars: no string arrays
-        self.is_opt = (lines["line_kind"] == "option").to_numpy()
+        kind = lines["line_kind"]
+        is_spot, self.is_opt = (kind == "spot").to_numpy(), (kind == "option").to_numpy()
+        self.is_deriv = ~is_spot
         self.fixed_notional = self.is_deriv & ~self.is_opt & (lines["settlement"] == "inverse").fill_null(False).to_numpy()
+        value = lines["value_usd"].to_numpy()
+        self.base = np.bincount(acct, value, minlength=self.n_acct)
+        # Spot (a named stablecoin too) and linear/inverse contracts: PnL = weight × move,
+        # summed per (account, underlying) once.
+        lin = np.flatnonzero(~self.is_opt)
+        weight = np.where(is_spot, value, lines["delta_exposure_usd"].to_numpy())[lin]
+        pair, pair_of_line = np.unique(acct[lin] * self.n_asset + self.asset[lin], return_inverse=True)
+        self.pair_acct, self.pair_asset = pair // self.n_asset, pair % self.n_asset
+        self.pair_entity = self.acct_entity[self.pair_acct]
+        self.pair_weight = np.bincount(pair_of_line, weight, minlength=pair.size)
+        # Options: Black-76 per distinct contract (one price and vol per underlying and scenario).
+        opt = lines.filter(pl.Series(self.is_opt))
+        self.opt_line = np.flatnonzero(self.is_opt)
+        contract_ids = opt["instrument_id"]
+        first = contract_ids.is_first_distinct().to_numpy()
+        self.opt_contract = (contract_ids.to_frame().join(
+            contract_ids.filter(pl.Series(first)).to_frame().with_row_index("_c"), on="instrument_id",
+            how="left", maintain_order="left")["_c"].to_numpy().astype(np.int64))
+        self.contracts = OptionTerms.of(opt.filter(pl.Series(first)).with_columns(quantity=pl.lit(1.0),
+                                                                                  contract_size=pl.lit(1.0)))
+        self.contract_asset = self.asset[self.opt_line][first]
+        self.contract_v0 = self.contracts.value(np.ones((1, 1)))[:, 0]
+        self.opt_units = (opt["quantity"] * opt["contract_size"]).to_numpy()
+        self.opt_acct, self.opt_entity = acct[self.opt_line], self.entity[self.opt_line]
+        self.line_contract = np.full(self.n, -1)
+        self.line_contract[self.opt_line] = self.opt_contract
+        self.vol = lines["implied_vol"].fill_null(0.0).to_numpy()
+        # Maintenance re-tiered at the moved notional, line by line.
+        group = margined_lines(lines, tiers)["tier_group"].to_numpy()
+        margined = np.flatnonzero(group >= 0)
+        self.mm_line, self.mm_acct = margined, acct[margined]
+        self.mm_entity, self.mm_asset = self.entity[margined], self.asset[margined]
         self.notional0 = lines["notional_usd"].to_numpy()
-        group = self.margin_lines["tier_group"].to_numpy()
-        self.brackets = tiers.brackets(group[group >= 0], "mm")  # the same lines in every scenario
-        margined = (group >= 0) & (self.notional0 > 0)
-        self.can_liquidate = np.bincount(self.acct, margined.astype(float), minlength=self.n_acct) > 0
+        self.mm_fixed, self.mm_notional0 = self.fixed_notional[margined], self.notional0[margined]
+        self.brackets = tiers.brackets(group[margined], "mm")
+        self.can_liquidate = np.bincount(self.mm_acct, (self.mm_notional0 > 0).astype(float),
+                                         minlength=self.n_acct) > 0
         oi = (
             lines.select("instrument_id")
             .join(marks.select("instrument_id", "open_interest").unique("instrument_id", keep="first"),
@@ -120,95 +156,98 @@ class _Book:
         )
         self.inv_oi = np.where(self.is_deriv & (oi > 0), 1.0 / np.where(oi > 0, oi, 1.0), 0.0)
         self.quantity = lines["quantity"].to_numpy()
-        self.option_lines = lines.filter(pl.Series(self.is_opt))
+        self.forward, self.strike = lines["underlying_price"].to_numpy(), lines["strike"].to_numpy()
+        self.years, self.is_call = lines["years_to_expiry"].to_numpy(), lines["is_call"].to_numpy()
 
-    def remarked(self, vol_shift: np.ndarray) -> pl.DataFrame:
-        """The margin frame with options re-marked at the scenario's vol: implied vol
-        `max(σ + shift, 1 %)` and value changed by the Black-76 vol PnL at today's spot,
-        so that `_account_surplus` then adds the price move on top."""
-        if not self.is_opt.any():
-            return self.margin_lines
-        opt, shift = self.option_lines, vol_shift[self.is_opt][:, None]
-        vol_pnl = (option_value_usd(opt, np.ones((1, 1)), shift) - option_value_usd(opt, np.ones((1, 1))))[:, 0]
-        sigma = np.maximum(opt["implied_vol"].to_numpy() + shift[:, 0], 0.01)
-        value = self.lines["value_usd"].to_numpy().copy()
-        iv = self.lines["implied_vol"].to_numpy().copy()
-        value[self.is_opt] += vol_pnl
-        iv[self.is_opt] = sigma
-        return self.margin_lines.with_columns(pl.Series("value_usd", value), pl.Series("implied_vol", iv))
+    @staticmethod
+    def _at(move: np.ndarray, entity: np.ndarray, asset: np.ndarray) -> np.ndarray:
+        return move[0, asset] if move.shape[0] == 1 else move[entity, asset]
 
-    def contracts(self, idx: np.ndarray, factor: np.ndarray, vol_shift: np.ndarray) -> np.ndarray:
-        """Signed contracts of the derivative lines `idx` (delta-weighted for options)."""
+    def account_pnl(self, move: np.ndarray, contract_shift: np.ndarray) -> np.ndarray:
+        """Each account's PnL at the prices `move` and each contract's vol shift."""
+        pnl = np.bincount(self.pair_acct, self.pair_weight * self._at(move, self.pair_entity, self.pair_asset),
+                          minlength=self.n_acct)
+        if self.opt_line.size:
+            if move.shape[0] == 1:  # one price per contract
+                factor = 1.0 + move[0, self.contract_asset][:, None]
+                change = (self.contracts.value(factor, contract_shift[:, None])[:, 0] - self.contract_v0)[self.opt_contract]
+            else:
+                terms = self.contracts.take(self.opt_contract)
+                factor = 1.0 + self._at(move, self.opt_entity, self.asset[self.opt_line])
+                change = (terms.value(factor[:, None], contract_shift[self.opt_contract][:, None])[:, 0]
+                          - self.contract_v0[self.opt_contract])
+            pnl += np.bincount(self.opt_acct, self.opt_units * change, minlength=self.n_acct)
+        return pnl
+
+    def maintenance(self, move: np.ndarray) -> np.ndarray:
+        factor = np.abs(1.0 + self._at(move, self.mm_entity, self.mm_asset))
+        notional = np.where(self.mm_fixed, self.mm_notional0, self.mm_notional0 * factor)
+        return np.bincount(self.mm_acct, self.brackets.charge(notional), minlength=self.n_acct)
+
+    def contracts_closed(self, idx: np.ndarray, factor: np.ndarray, contract_shift: np.ndarray) -> np.ndarray:
+        """Signed contracts of the derivative lines `idx` at their price `factor`
+        (delta-weighted for options, at the contract's shifted vol)."""
         out = self.quantity[idx].astype(float)
         opt = self.is_opt[idx]
         if opt.any():
             rows = idx[opt]
-            lines = self.lines
-            s = lines["underlying_price"].to_numpy()[rows] * factor[rows]
-            sigma = np.maximum(lines["implied_vol"].to_numpy()[rows] + vol_shift[rows], 0.01)
-            delta = black76_delta(s, lines["strike"].to_numpy()[rows], lines["years_to_expiry"].to_numpy()[rows],
-                                  sigma, lines["is_call"].to_numpy()[rows].astype(bool))
+            sigma = np.maximum(self.vol[rows] + contract_shift[self.line_contract[rows]], 0.01)
+            delta = black76_delta(self.forward[rows] * factor[opt], self.strike[rows], self.years[rows],
+                                  sigma, self.is_call[rows].astype(bool))
             out[opt] = out[opt] * delta
         return out
 
 
-def _run(book: _Book, move0: np.ndarray, vol_shift: np.ndarray, asset_move0: np.ndarray | None,
+def _run(book: _Book, move0: np.ndarray, contract_shift: np.ndarray, market: bool,
          impact: float, max_rounds: int) -> _Outcome:
-    """One scenario's cascade. `move0`/`vol_shift` per line; `asset_move0` (A,) the
-    scenario's market-wide price shocks, or None for a per-entity scenario (no impact)."""
-    n = book.n
-    surplus = _account_surplus(book.remarked(vol_shift), np.arange(n), n, book.tiers, book.brackets)  # per line
-    market = asset_move0 is not None
-    price = 1.0 + asset_move0 if market else None  # per asset, as a fraction of today's close
-    floor = np.minimum(price, PRICE_FLOOR) if market else None
-
-    def factors() -> np.ndarray:
-        return price[book.asset] if market else 1.0 + move0
-
+    """One scenario's cascade. `move0` (1, A) for a market-wide scenario (with price
+    impact) or (E, A) per entity (correlation one: no impact); `contract_shift` the
+    effective vol shift of each option contract."""
+    price = 1.0 + move0  # as a fraction of today's close
+    floor = np.minimum(price, PRICE_FLOOR)
     liq_round = np.zeros(book.n_acct, np.int64)
-    frozen = np.zeros(n)
-    closed_notional = np.zeros(n)
+    frozen = np.zeros(book.n_acct)
+    notional = np.zeros(book.n_entity)
     moves: list[tuple[int, int, float, float]] = []
     rounds = 0
+    move = price - 1.0
+    pnl = before = book.account_pnl(move, contract_shift)
     for r in range(1, max_rounds + 1):
-        f = factors()
-        equity_less_mm = np.bincount(book.acct, surplus(f - 1.0), minlength=book.n_acct)
-        new = (liq_round == 0) & book.can_liquidate & (equity_less_mm <= 0)
+        new = (liq_round == 0) & book.can_liquidate & (book.base + pnl - book.maintenance(move) <= 0)
         if not new.any():
             break
         rounds = r
         liq_round[new] = r
-        hit = new[book.acct]
-        frozen[hit] = line_pnl(book.lines.filter(pl.Series(hit)), (f - 1.0)[hit], vol_shift[hit])
-        closed = np.flatnonzero(hit & book.is_deriv)
-        closed_notional[closed] = book.notional0[closed] * np.where(book.fixed_notional[closed], 1.0,
-                                                                    np.abs(f[closed]))
+        frozen[new] = pnl[new]
+        closed = np.flatnonzero(new[book.acct] & book.is_deriv)
+        factor = 1.0 + book._at(move, book.entity[closed], book.asset[closed])
+        notional += np.bincount(book.entity[closed], book.notional0[closed]
+                                * np.where(book.fixed_notional[closed], 1.0, np.abs(factor)), minlength=book.n_entity)
         if not market or closed.size == 0:
             continue
-        c = book.contracts(closed, f, vol_shift)
+        c = book.contracts_closed(closed, factor, contract_shift)
         a = book.asset[closed]
         signed = np.bincount(a, c, minlength=book.n_asset)
         share = np.bincount(a, c * book.inv_oi[closed], minlength=book.n_asset)
         touched = np.bincount(a, minlength=book.n_asset) > 0
-        new_price = np.maximum(price * (1.0 - impact * share), floor)
+        new_price = np.maximum(price[0] * (1.0 - impact * share), floor[0])
         with np.errstate(divide="ignore", invalid="ignore"):
-            extra = np.where(price > 0, new_price / price - 1.0, 0.0)
+            extra = np.where(price[0] > 0, new_price / price[0] - 1.0, 0.0)
         moves.extend((r, int(i), float(signed[i]), float(extra[i])) for i in np.flatnonzero(touched))
-        price = new_price
+        price = new_price[None, :]
+        move = price - 1.0
+        pnl = book.account_pnl(move, contract_shift)
 
-    final = line_pnl(book.lines, factors() - 1.0, vol_shift)
-    liquidated_line = liq_round[book.acct] > 0
-    pnl = np.bincount(book.entity, np.where(liquidated_line, frozen, final), minlength=book.n_entity)
-    if np.isnan(final).any():  # an asset without a worst move: the entity has no figure
-        pnl[np.unique(book.entity[np.isnan(final)])] = np.nan
+    # liquidated accounts keep the value they were closed at; the others are valued at the last prices
+    entity_pnl = np.bincount(book.acct_entity, np.where(liq_round > 0, frozen, pnl), minlength=book.n_entity)
     accounts = np.bincount(book.acct_entity, (liq_round > 0).astype(float), minlength=book.n_entity)
-    notional = np.bincount(book.entity, closed_notional, minlength=book.n_entity)
     if market:
         entity_rounds = np.full(book.n_entity, rounds)
     else:
         entity_rounds = np.zeros(book.n_entity, np.int64)
         np.maximum.at(entity_rounds, book.acct_entity, liq_round)
-    return _Outcome(entity_rounds, accounts.astype(np.int64), notional, pnl, moves)
+    return _Outcome(entity_rounds, accounts.astype(np.int64), notional, entity_pnl,
+                    np.bincount(book.acct_entity, before, minlength=book.n_entity), moves)
 
 
 def liquidation_cascades(entity_ids: list[str], lines: pl.DataFrame, scenarios: Scenarios, tiers: TierTable,
@@ -218,14 +257,16 @@ def liquidation_cascades(entity_ids: list[str], lines: pl.DataFrame, scenarios: 
     if not entity_ids or lines.is_empty():
         return CascadeResults(pl.DataFrame(schema=CASCADE_SCHEMA), pl.DataFrame(schema=MOVES_SCHEMA))
     book = _Book(lines, tiers, marks, entity_ids, scenarios.assets)
-    move, shift = market_line_shocks(lines, scenarios)
     runs: list[tuple[str, str, _Outcome]] = []
+    vol, ca = book.contracts.vol[:, 0], book.contract_asset
     for s, (sid, source) in enumerate(scenarios.ids.select("scenario_id", "source").iter_rows()):
-        runs.append((sid, source, _run(book, move[:, s], shift[:, s], scenarios.price[:, s],
+        # the effective vol shift `σ (scale − 1) + shift` of each contract
+        shift = vol * (scenarios.vol_scale[ca, s] - 1.0) + scenarios.vol_shift[ca, s]
+        runs.append((sid, source, _run(book, scenarios.price[None, :, s], shift, True,
                                        settings.cascade_impact, settings.cascade_max_rounds)))
     if scenarios.worst_move is not None:
         runs.append((CORRELATION_ONE_ID, "builtin",
-                     _run(book, correlation_one_moves(lines, entity_ids, scenarios), np.zeros(book.n), None,
+                     _run(book, correlation_one_matrix(lines, entity_ids, scenarios), np.zeros(vol.size), False,
                           0.0, settings.cascade_max_rounds)))
     n_e = len(entity_ids)
     per_entity = pl.DataFrame({
@@ -236,7 +277,8 @@ def liquidation_cascades(entity_ids: list[str], lines: pl.DataFrame, scenarios: 
         "accounts_liquidated": np.concatenate([r[2].accounts for r in runs]),
         "liquidated_notional_usd": np.concatenate([r[2].notional for r in runs]),
         "cascade_pnl_usd": np.concatenate([r[2].pnl for r in runs]),
-    }, schema=CASCADE_SCHEMA).with_columns(pl.col("cascade_pnl_usd").fill_nan(None))
+        "pnl_usd": np.concatenate([r[2].pnl_before for r in runs]),
+    }, schema=CASCADE_SCHEMA).with_columns(pl.col("cascade_pnl_usd", "pnl_usd").fill_nan(None))
     rows = [(business_date, sid, rnd, scenarios.assets[a], c, x)
             for sid, _, out in runs for rnd, a, c, x in out.moves]
     moves = pl.DataFrame(rows, schema=MOVES_SCHEMA, orient="row")

@@ -60,10 +60,14 @@ class TierTable:
         """Each line's own brackets, gathered once for a line set charged many times."""
         has = np.asarray(group) >= 0
         g = np.where(has, group, 0)
-        rates = self.rates[measure][g]
-        steps = np.diff(rates, axis=-1)  # the rate added above each further floor
-        return Brackets(rates[..., 0], self.cums[measure][g][..., 0], self.floors[g][..., 1:],
-                        np.where(np.isfinite(self.floors[g][..., 1:]), steps, 0.0), has)
+        rates, floors = self.rates[measure], self.floors[:, 1:]
+        steps = np.where(np.isfinite(floors), np.diff(rates, axis=1), 0.0)  # the rate added above each floor
+        present = np.bincount(g, minlength=floors.shape[0]) > 0
+        used = np.isfinite(floors[present]).any(axis=0)
+        def per_line(table: np.ndarray) -> np.ndarray:  # (K − 1, n), each floor's row contiguous
+            return np.take(np.ascontiguousarray(table.T[used]), g, axis=1)
+
+        return Brackets(rates[g, 0], self.cums[measure][g, 0], per_line(floors), per_line(steps), has)
 
 
 @dataclass(frozen=True)
@@ -73,19 +77,24 @@ class Brackets:
 
         charge(N) = N · rate_0 − cum_0 + Σ_(k≥1) (rate_k − rate_(k−1)) · max(N − floor_k, 0)
 
-    which equals `N · rate_k − cum_k` in bracket k (cum_k telescopes the same sum)."""
+    which equals `N · rate_k − cum_k` in bracket k (cum_k telescopes the same sum).
+    `floors` and `steps` are (K − 1, n): one contiguous row per floor."""
 
     rate0: np.ndarray
     cum0: np.ndarray
-    floors: np.ndarray  # (n, K − 1), +inf padding
-    steps: np.ndarray  # (n, K − 1), 0 on padding
+    floors: np.ndarray  # (K − 1, n), +inf padding
+    steps: np.ndarray  # (K − 1, n), 0 on padding
     has: np.ndarray  # False: the line carries no margin
 
     def charge(self, notional: np.ndarray) -> np.ndarray:
         notional = np.asarray(notional, float)
         out = notional * self.rate0 - self.cum0
-        for k in range(self.floors.shape[-1]):
-            out += self.steps[..., k] * np.maximum(notional - self.floors[..., k], 0.0)
+        above = np.empty_like(out)
+        for floor, step in zip(self.floors, self.steps):
+            np.subtract(notional, floor, out=above)
+            np.maximum(above, 0.0, out=above)
+            above *= step
+            out += above
         return np.where(self.has, out, 0.0)
 
 
@@ -294,9 +303,9 @@ class _SurplusCurve:
         beta -= np.bincount(a, np.where(moving, notional * brackets.rate0, 0.0), minlength=n)
         kinked = np.flatnonzero(moving & (notional > 0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            b = (brackets.floors[kinked] / notional[kinked, None]).ravel()
-        w = (brackets.steps[kinked] * notional[kinked, None]).ravel()
-        ka = np.repeat(a[kinked], brackets.floors.shape[-1])
+            b = (brackets.floors[:, kinked] / notional[kinked]).T.ravel()
+        w = (brackets.steps[:, kinked] * notional[kinked]).T.ravel()
+        ka = np.repeat(a[kinked], brackets.floors.shape[0])
         keep = (w != 0) & (b < x_hi)
         b, w, ka = b[keep], w[keep], ka[keep]
         passed = b <= x_lo  # binding over the whole range: part of the straight line

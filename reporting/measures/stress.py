@@ -210,41 +210,38 @@ def market_line_shocks(lines: pl.DataFrame, scenarios: Scenarios) -> tuple[np.nd
     return move, effective_vol_shift(lines, scenarios.vol_shift[a], scenarios.vol_scale[a])
 
 
-def correlation_one_moves(lines: pl.DataFrame, entity_ids: list[str], scenarios: Scenarios) -> np.ndarray:
-    """Per line, the signed move of its underlying in the entity's correlation-one world.
+def correlation_one_matrix(lines: pl.DataFrame, entity_ids: list[str], scenarios: Scenarios) -> np.ndarray:
+    """(E, A): the signed move of each asset in each entity's correlation-one world.
 
     For each (entity, asset) the lines are revalued at `+r` and `−r` (r the asset's
     largest absolute daily return; options fully revalued both ways) and the
-    direction with the lower summed PnL is taken (down on a tie). Cash lines: 0.
+    direction with the lower summed PnL is taken (down on a tie). Cash: 0.
     """
     assert scenarios.worst_move is not None
     e, a = entity_index(lines, entity_ids), asset_index(lines, scenarios.assets)
     r = scenarios.worst_move[a]
     shape = (len(entity_ids), len(scenarios.assets))
     up, down = group_sum((e, a), line_pnl(lines, r), shape), group_sum((e, a), line_pnl(lines, -r), shape)
-    sign = np.where(up < down, 1.0, -1.0)
-    return sign[e, a] * r
+    return np.where(up < down, 1.0, -1.0) * scenarios.worst_move[None, :]
 
 
 def stress_results(entity_ids: list[str], lines: pl.DataFrame, scenarios: Scenarios, business_date: date,
                    cascade: pl.DataFrame | None = None) -> pl.DataFrame:
     """`stress_results`: one row per entity and scenario with its PnL in USD before any
-    liquidation, the scenario's `source`, and (where `cascade` is given, keyed by
-    `entity_id, scenario_id, source`) the cascade columns; else those are null.
+    liquidation, the scenario's `source`, and the cascade columns.
+
+    With `cascade` (keyed by `entity_id, scenario_id, source`) the PnL is the
+    cascade's own first revaluation (lines summed per account and underlying, options
+    per contract); without it the lines are revalued one by one here and the cascade
+    columns are null — the same figures, summed in another order.
     """
     if not entity_ids:
         return pl.DataFrame(schema=STRESS_SCHEMA)
-    e = entity_index(lines, entity_ids)
-    n_e = len(entity_ids)
-    move, shift = market_line_shocks(lines, scenarios)
-    pnl = group_sum(e, line_pnl(lines, move, shift).reshape(lines.height, scenarios.n_market), n_e)
     ids = scenarios.ids
     if scenarios.worst_move is not None:
-        worst = group_sum(e, line_pnl(lines, correlation_one_moves(lines, entity_ids, scenarios)), n_e)
-        pnl = np.column_stack([pnl, worst])
         ids = pl.concat([ids, pl.DataFrame({"scenario_id": [CORRELATION_ONE_ID],
                                             "description": [scenarios.worst_description], "source": ["builtin"]})])
-    n_s = ids.height
+    n_e, n_s = len(entity_ids), ids.height
     rows = np.repeat(np.arange(n_e), n_s)
     cols = np.tile(np.arange(n_s), n_e)
     out = pl.DataFrame({
@@ -253,13 +250,19 @@ def stress_results(entity_ids: list[str], lines: pl.DataFrame, scenarios: Scenar
         "scenario_id": ids["scenario_id"].gather(cols),
         "description": ids["description"].gather(cols),
         "source": ids["source"].gather(cols),
-        "pnl_usd": pnl.ravel(),
-    }).with_columns(pl.col("pnl_usd").fill_nan(None))
+    })
     if cascade is not None:
-        out = out.join(cascade.select("entity_id", "scenario_id", "source", *CASCADE_COLUMNS),
+        out = out.join(cascade.select("entity_id", "scenario_id", "source", "pnl_usd", *CASCADE_COLUMNS),
                        on=["entity_id", "scenario_id", "source"], how="left", maintain_order="left")
     else:
-        out = out.with_columns(*(pl.lit(None, STRESS_SCHEMA[c]).alias(c) for c in CASCADE_COLUMNS))
+        e, a = entity_index(lines, entity_ids), asset_index(lines, scenarios.assets)
+        move, shift = market_line_shocks(lines, scenarios)
+        pnl = group_sum(e, line_pnl(lines, move, shift).reshape(lines.height, scenarios.n_market), n_e)
+        if scenarios.worst_move is not None:
+            worst = correlation_one_matrix(lines, entity_ids, scenarios)[e, a]
+            pnl = np.column_stack([pnl, group_sum(e, line_pnl(lines, worst), n_e)])
+        out = out.with_columns(pl.Series("pnl_usd", pnl.ravel()),
+                               *(pl.lit(None, STRESS_SCHEMA[c]).alias(c) for c in CASCADE_COLUMNS))
     return out.with_columns(pl.col(pl.Float64).fill_nan(None)).select(list(STRESS_SCHEMA)).cast(STRESS_SCHEMA)
 
 
