@@ -46,7 +46,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, OptionTerms
+from .exposure import ACCOUNT_KEY, DistinctContracts
 from .margin import TierTable, margined_lines
 from .options import black76_delta
 from .stress import (
@@ -124,16 +124,10 @@ class _Book:
         # Options: Black-76 per distinct contract (one price and vol per underlying and scenario).
         opt = lines.filter(pl.Series(self.is_opt))
         self.opt_line = np.flatnonzero(self.is_opt)
-        contract_ids = opt["instrument_id"]
-        first = contract_ids.is_first_distinct().to_numpy()
-        self.opt_contract = (contract_ids.to_frame().join(
-            contract_ids.filter(pl.Series(first)).to_frame().with_row_index("_c"), on="instrument_id",
-            how="left", maintain_order="left")["_c"].to_numpy().astype(np.int64))
-        self.contracts = OptionTerms.of(opt.filter(pl.Series(first)).with_columns(quantity=pl.lit(1.0),
-                                                                                  contract_size=pl.lit(1.0)))
-        self.contract_asset = self.asset[self.opt_line][first]
+        distinct = DistinctContracts.of(opt)
+        self.contracts, self.opt_contract, self.opt_units = distinct.terms, distinct.of_line, distinct.units
+        self.contract_asset = self.asset[self.opt_line][distinct.first_line]
         self.contract_v0 = self.contracts.value(np.ones((1, 1)))[:, 0]
-        self.opt_units = (opt["quantity"] * opt["contract_size"]).to_numpy()
         self.opt_acct, self.opt_entity = acct[self.opt_line], self.entity[self.opt_line]
         self.line_contract = np.full(self.n, -1)
         self.line_contract[self.opt_line] = self.opt_contract

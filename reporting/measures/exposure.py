@@ -165,6 +165,27 @@ class OptionTerms:
         return self.q_cs * black76_price(self.forward * spot_factor, self.strike, self.years, sigma, self.is_call)
 
 
+@dataclass(frozen=True)
+class DistinctContracts:
+    """Option lines as their distinct contracts: one Black-76 valuation per contract
+    serves every line holding it whenever they share a price and vol move."""
+
+    terms: OptionTerms  # per contract, for one unit (quantity × contract size = 1)
+    of_line: np.ndarray  # contract row of each option line
+    units: np.ndarray  # quantity × contract size of each option line
+    first_line: np.ndarray  # an option line of each contract
+
+    @classmethod
+    def of(cls, options: pl.DataFrame) -> "DistinctContracts":
+        ids = options["instrument_id"]
+        first = ids.is_first_distinct()
+        of_line = (ids.to_frame().join(ids.filter(first).to_frame().with_row_index("_c"), on="instrument_id",
+                                       how="left", maintain_order="left")["_c"].to_numpy().astype(np.int64))
+        unit = options.filter(first).with_columns(quantity=pl.lit(1.0), contract_size=pl.lit(1.0))
+        return cls(OptionTerms.of(unit), of_line, (options["quantity"] * options["contract_size"]).to_numpy(),
+                   np.flatnonzero(first.to_numpy()))
+
+
 def option_value_usd(lines: pl.DataFrame, spot_factor: np.ndarray, vol_shift: np.ndarray | float = 0.0) -> np.ndarray:
     """Black-76 model value in USD of the option lines under shocked spot and vol.
 

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, OptionTerms
+from .exposure import ACCOUNT_KEY, DistinctContracts, OptionTerms
 
 
 @dataclass(frozen=True)
@@ -312,20 +312,21 @@ class _SurplusCurve:
         beta -= np.bincount(ka[passed], w[passed], minlength=n)
         alpha += np.bincount(ka[passed], (w * b)[passed], minlength=n)
         b, w, ka = b[~passed], w[~passed], ka[~passed]
-        order = np.lexsort((b, ka))
-        b, w, ka = b[order], w[order], ka[order]
+        key = ka + self._position(b)
+        order = np.argsort(key, kind="stable")
+        b, w, ka, key = b[order], w[order], ka[order], key[order]
         # running sums within each account (never across accounts: no cancellation)
         sums = pl.DataFrame({"a": ka, "w": w, "wb": w * b}).select(
             pl.col("w", "wb").cum_sum().over("a"))
         self.alpha, self.beta = alpha, beta
-        self.kink_x, self.kink_account = b, ka
-        self.kink_key = ka + self._position(b)
+        self.kink_x, self.kink_account, self.kink_key = b, ka, key
         self.w_sum, self.wb_sum = sums["w"].to_numpy(), sums["wb"].to_numpy()
         self.first_kink = np.searchsorted(ka, np.arange(n), side="left")
         self.opt_account = acct[is_opt]
         self.has_options = np.bincount(self.opt_account, minlength=n) > 0
-        self.terms = OptionTerms.of(m.filter(pl.Series(is_opt))) if is_opt.any() else None
-        self.opt_v0 = self.terms.value(np.ones((1, 1)))[:, 0] if self.terms is not None else None
+        self.contracts = DistinctContracts.of(m.filter(pl.Series(is_opt))) if is_opt.any() else None
+        if self.contracts is not None:
+            self.contract_v0 = self.contracts.terms.value(np.ones((1, 1)))[:, 0]
 
     def _position(self, x: np.ndarray) -> np.ndarray:
         """x in [x_lo, x_hi] mapped into [0, 0.5]: with the account number, one sort key."""
@@ -345,16 +346,26 @@ class _SurplusCurve:
         """f(x) of the accounts `ids` (one factor each)."""
         slope, intercept = self._line(ids, x, "left")
         out = intercept + slope * x
-        if self.terms is not None:
-            factor = np.full(self.n, np.nan)
-            factor[ids] = x
-            lines = np.flatnonzero(~np.isnan(factor[self.opt_account]))
-            if lines.size:
-                change = self.terms.take(lines).value(factor[self.opt_account[lines]][:, None])[:, 0] \
-                    - self.opt_v0[lines]
-                per_account = np.bincount(self.opt_account[lines], change, minlength=self.n)
-                out = out + per_account[ids]
+        if self.contracts is not None:
+            out = out + self._option_change(ids, x)
         return out
+
+    def _option_change(self, ids: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Black-76 value change of each account's options at its factor: one valuation
+        per contract when every account is moved alike (the bracketing grid)."""
+        c = self.contracts
+        factor = np.full(self.n, np.nan)
+        factor[ids] = x
+        lines = np.flatnonzero(~np.isnan(factor[self.opt_account]))
+        if lines.size == 0:
+            return np.zeros(ids.size)
+        contract = c.of_line[lines]
+        if np.all(x == x[0]):
+            change = (c.terms.value(np.full((1, 1), x[0]))[:, 0] - self.contract_v0)[contract]
+        else:
+            change = (c.terms.take(contract).value(factor[self.opt_account[lines]][:, None])[:, 0]
+                      - self.contract_v0[contract])
+        return np.bincount(self.opt_account[lines], c.units[lines] * change, minlength=self.n)[ids]
 
     def nearest_root(self, ids: np.ndarray) -> np.ndarray:
         """Nearest root either way of accounts without options (f(1) > 0), inf where none:

@@ -99,11 +99,15 @@ def _random_margin_book(seed: int, n_acct: int = 40, per_acct: int = 12, options
     qty = rng.normal(0, 1, n) * rng.choice([1, 5, 40], n)
     price = rng.choice([100.0, 3_000.0, 90_000.0], n)
     cs = np.where(kind == "option", 1.0, 1.0)
-    strike = price * rng.uniform(0.7, 1.3, n)
-    is_call = rng.random(n) < 0.5
-    years = rng.uniform(0.02, 0.5, n)
-    vol = rng.uniform(0.3, 1.0, n)
     opt = kind == "option"
+    # options on 6 contracts shared between accounts: one set of terms per contract
+    contract = rng.integers(0, 6, n)
+    c_price, c_strike = rng.choice([100.0, 3_000.0, 90_000.0], 6), rng.uniform(0.7, 1.3, 6)
+    c_call, c_years, c_vol = rng.random(6) < 0.5, rng.uniform(0.02, 0.5, 6), rng.uniform(0.3, 1.0, 6)
+    price = np.where(opt, c_price[contract], price)
+    strike, is_call = price * c_strike[contract], c_call[contract]
+    years, vol = c_years[contract], c_vol[contract]
+    instrument = np.where(opt, np.char.add("OPT", contract.astype(str)), np.char.add("L", np.arange(n).astype(str)))
     from reporting.measures.options import black76_price, black76_delta
     opt_value = qty * cs * black76_price(price, strike, years, vol, is_call)
     delta = np.where(opt, qty * cs * black76_delta(price, strike, years, vol, is_call) * price, qty * cs * price)
@@ -119,6 +123,7 @@ def _random_margin_book(seed: int, n_acct: int = 40, per_acct: int = 12, options
     frame = pl.DataFrame({
         "entity_id": [f"E{i // per_acct:03d}" for i in range(n)], "venue": ["V"] * n,
         "account_id": [f"a{i // per_acct:03d}" for i in range(n)], "line_kind": kind.tolist(),
+        "instrument_id": instrument.tolist(),
         "instrument_type": kind.tolist(), "settlement": settlement.tolist(), "is_cash": is_cash,
         "quantity": qty, "contract_size": cs, "underlying_price": price, "strike": strike, "is_call": is_call,
         "years_to_expiry": years, "implied_vol": vol, "value_usd": value + 2e4 / per_acct,
