@@ -86,7 +86,7 @@ def historical_es(losses: np.ndarray, confidence: float) -> np.ndarray:
 
 def parametric_var(exposure: np.ndarray, cov: np.ndarray, z: float) -> np.ndarray:
     """z · sqrt(d' Σ d) per row of `exposure` (entities × assets)."""
-    quad = np.einsum("ea,ab,eb->e", exposure, cov, exposure)
+    quad = np.einsum("ea,ea->e", exposure @ cov, exposure)  # the matrix product through BLAS
     return z * np.sqrt(np.maximum(quad, 0.0))
 
 
@@ -186,10 +186,9 @@ def loss_per_unit_gross(exposure: np.ndarray, gross: np.ndarray, ewma_cov: np.nd
         corr = np.where(np.outer(vol, vol) > 0, ewma_cov / np.outer(vol, vol), 0.0)
     np.fill_diagonal(corr, 1.0)
     sigma = np.where(np.isnan(implied_daily_vol), vol[None, :], implied_daily_vol)
-    x = exposure * sigma
-    quad = np.einsum("ea,ab,eb->e", x, corr, x)
+    loss = parametric_var(exposure * sigma, corr, z)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(gross > 0, z * np.sqrt(np.maximum(quad, 0.0)) / gross, np.nan)
+        return np.where(gross > 0, loss / gross, np.nan)
 
 
 def implied_vol_matrix(entity_ids: list[str], assets: list[str], lines: pl.DataFrame) -> np.ndarray:

@@ -22,6 +22,23 @@ def test_rolling_var_matches_a_slow_loop_without_look_ahead():
             assert got[e, j] == sorted(window)[-m]
 
 
+@pytest.mark.parametrize("lookback, days, confidence", [
+    (10, 31, 0.9), (7, 20, 0.75), (5, 6, 0.5), (33, 60, 0.95), (3, 15, 0.01), (250, 40, 0.99), (40, 30, 0.5)])
+def test_rolling_var_blocks_equal_sorting_every_window(lookback, days, confidence):
+    """Windows cut across block edges, ties, m up to the window length, and m above the
+    block method's limit (sorted per window): the same order statistic, bit for bit."""
+    rng = np.random.default_rng(lookback * 100 + days)
+    pnl = rng.standard_t(3, size=(6, lookback + days + 3))
+    pnl[:, ::4] = np.round(pnl[:, ::4])  # ties
+    got = rolling_var(pnl, lookback=lookback, days=days, confidence=confidence, chunk=4)
+    m = max(1, math.ceil(round(lookback * (1 - confidence), 9)))
+    n_t = pnl.shape[1]
+    for e in range(6):
+        for j in range(days):
+            t = n_t - days + j
+            assert got[e, j] == sorted(-pnl[e, t - lookback:t])[-m]
+
+
 def test_kupiec_by_hand():
     n, x, p = 250, 5, 0.01
     lr = -2 * ((n - x) * math.log(1 - p) + x * math.log(p)) + 2 * ((n - x) * math.log(1 - x / n) + x * math.log(x / n))
