@@ -54,7 +54,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         lines = build_lines(tables, business_date, settings)
         entity_ids = sorted(lines["entity_id"].unique().to_list())
         exposures = exposure_by_underlying(lines)
-        exposure = entity_exposure(lines, tables["entities"], settings)
+        exposure = entity_exposure(lines, tables["entities"], settings, exposures)
 
     with timed(timings, "margin"):
         tiers = TierTable.from_frame(tables["margin_tiers"])
@@ -178,7 +178,8 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
     if not {"before", "today"} <= set(stale.columns):
         stale = pl.DataFrame(schema={"asset": pl.String, "before": pl.Float64, "today": pl.Float64})
     stale = stale.filter(pl.col("before") == pl.col("today"))
-    held = lines.filter(~pl.col("is_cash")).select("entity_id", "underlying").unique()
+    held = (lines.filter(pl.col("underlying").is_in(stale["asset"].implode()) & ~pl.col("is_cash"))
+            .select("entity_id", "underlying").unique(maintain_order=True))
     stale_rows = held.join(stale, left_on="underlying", right_on="asset", maintain_order="left").select(
         "entity_id", flag=pl.lit("stale_price"),
         message=pl.format("{} closed at {} USD on {} and {}: possibly a stale price; figures on it may be wrong",
@@ -189,7 +190,7 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
         "entity_id", flag=pl.lit("off_market_mark"),
         message=pl.format("{} marked at {} against {} spot ({}% away): check the mark", "instrument_id",
                           "mark_price", "underlying_price", (gap * 100).round(1)),
-    ).unique()
+    ).unique(maintain_order=True)
     return pl.concat([stale_rows.cast(FLAG_SCHEMA), off.cast(FLAG_SCHEMA)])
 
 

@@ -227,13 +227,15 @@ def open_interest_share(lines: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFram
     )
 
 
-def entity_exposure(lines: pl.DataFrame, capital: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+def entity_exposure(lines: pl.DataFrame, capital: pl.DataFrame, settings: Settings,
+                    per_underlying: pl.DataFrame | None = None) -> pl.DataFrame:
     """Equity, gross/net exposure and leverage, and the Basel-style leverage ratio per entity.
 
     `capital` has `entity_id, tier1_capital_usd` (null: the capital base is equity).
     Leverage is null when equity ≤ 0: reported as such, never a division by zero.
+    `per_underlying`: `exposure_by_underlying(lines)`, when the caller has it already.
     """
-    per_underlying = exposure_by_underlying(lines)
+    per_underlying = exposure_by_underlying(lines) if per_underlying is None else per_underlying
     net = per_underlying.group_by("entity_id", maintain_order=True).agg(net_exposure_usd=pl.col("delta_exposure_usd").abs().sum())
     base = lines.group_by("entity_id", maintain_order=True).agg(
         equity_usd=pl.col("value_usd").sum(),
