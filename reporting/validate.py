@@ -15,12 +15,20 @@ Every rule yields one row of the `validation_results` table. A failed `critical`
 the run (`ValidationReport.raise_if_failed`); a failed `warning` is shown to the risk
 officer but does not.
 
-NaN: the frames reach GX as pyarrow-backed pandas columns, where NaN stays distinct from
-null (numpy-backed pandas would turn NaN into "missing" and GX would skip it silently).
+NaN: NaN must reach GX distinct from null (numpy-backed pandas turns null into NaN and GX
+skips NaN as "missing"). A float column that holds a NaN therefore reaches GX as a
+pyarrow-backed pandas column; one without NaN goes as numpy float64, where NaN can only
+mean null, so GX counts the same rows and takes its vectorized path (see `_gx_frame`).
 NaN and ±inf are caught by a "finite" rule on every float column: `between(-DBL_MAX,
 DBL_MAX)`, which GX fails for NaN and ±inf. polars also keeps NaN distinct from null, but
 ranks NaN above every number (`NaN > 0` is true), so the polars translation tests
 `is_nan()` explicitly.
+
+Speed: GX runs each table's suite once, on the whole table (uniqueness needs every row at
+once, so no chunking), with result_format BASIC: we only need its verdict and
+unexpected_count, since polars finds the rows. polars evaluates all of a suite's rules in
+one select per table, and all cross-table rules in one select per frame they read
+(`_bad_frames`); rows are only pulled out for a rule that flagged some.
 """
 
 from __future__ import annotations
@@ -342,18 +350,85 @@ def _gx_error(result) -> str | None:
     return None
 
 
-def _validate_table(gx, batch_def, table: str, spec: dict, df: pl.DataFrame,
-                    gx_counts: dict) -> list[dict[str, Any]]:
-    """Run one table's suite in GX and translate each expectation to polars."""
-    pdf = df.drop(ROW).to_pandas(use_pyarrow_extension_array=True)
-    suite = _gx_suite(gx, table, spec)
-    gx_result = batch_def.get_batch(batch_parameters={"dataframe": pdf}).validate(
-        suite, result_format="SUMMARY")
-    by_rule = {r.expectation_config.meta["rule"]: r for r in gx_result.results}
-    key = list(schemas.ALL_INPUT_TABLES[table].key)
+GX_RESULT_FORMAT = "BASIC"
+"""GX's verdict and unexpected_count, plus its 20-value sample: the offending rows themselves
+come from polars, so GX need not collect unexpected indices or value counts (SUMMARY)."""
 
+
+def _gx_frame(df: pl.DataFrame):
+    """The pandas batch GX validates, built once per table (without `_row`).
+
+    Columns stay pyarrow-backed, except:
+
+    * a float column without NaN goes as numpy float64: null becomes NaN, which GX reads
+      as missing, exactly as it reads a null. GX's `between` is vectorized only on numpy
+      int/float columns; on any other dtype it calls a Python function per value. A float
+      column that holds a NaN stays pyarrow-backed, so GX still sees NaN as a value.
+    * a date column goes as pyarrow timestamp[ms] (same values and nulls): GX fingerprints
+      every batch with `pandas.util.hash_pandas_object`, which turns date32 into Python
+      date objects (~1 s per million rows)."""
+    import pandas as pd
+
+    data = df.drop(ROW)
+    cols: dict[str, Any] = {}
+    for name, dtype in data.schema.items():
+        s = data[name]
+        if dtype.is_float() and not s.is_nan().any():
+            cols[name] = pd.Series(s.cast(pl.Float64).to_numpy(), name=name, copy=False)
+            continue
+        if dtype == pl.Date:
+            s = s.cast(pl.Datetime("ms"))
+        cols[name] = s.to_pandas(use_pyarrow_extension_array=True)
+    return pd.DataFrame(cols, columns=list(data.columns))
+
+
+def _columns(kwargs: Mapping[str, Any]) -> list[str]:
+    """The columns a row-level expectation reads."""
+    return [kwargs["column"]] if "column" in kwargs else list(kwargs["column_list"])
+
+
+def _bad_frames(frame: pl.DataFrame, exprs: list[pl.Expr]) -> list[pl.DataFrame]:
+    """For each bad-row expression, the rows of `frame` it flags (as `frame.filter` would).
+
+    All expressions are evaluated in one select, so polars scans the frame once and runs
+    them in parallel; a rule's rows are only filtered out when it flagged any."""
+    if not exprs:
+        return []
+    masks = frame.select([e.alias(f"_bad{i}") for i, e in enumerate(exprs)])
+    counts = masks.select(pl.all().sum()).row(0)
+    empty = frame.clear()
+    return [frame.filter(masks.to_series(i)) if n else empty for i, n in enumerate(counts)]
+
+
+def _row_rules_bad(spec: dict, df: pl.DataFrame) -> dict[int, pl.DataFrame]:
+    """Polars side of one table's suite: expectation index -> every offending row, for each
+    row-level expectation whose columns are there, all found in one pass over the table."""
+    exps = spec["expectations"]
+    idx = [i for i, e in enumerate(exps) if e["type"] != "expect_table_columns_to_match_set"
+           and _has(df, *_columns(e["kwargs"]))]
+    return dict(zip(idx, _bad_frames(df, [bad_row_expr(exps[i]["type"], exps[i]["kwargs"]) for i in idx])))
+
+
+def _run_gx(gx, batch_def, table: str, spec: dict, pdf) -> dict[str, Any]:
+    """GX side of one table's suite: run it once on the whole table (`pdf`, from
+    `_gx_frame`) and return its results by rule text."""
+    from great_expectations.validator.v1_validator import Validator as V1Validator
+
+    suite = _gx_suite(gx, table, spec)
+    # What `Batch.validate` does, minus its extra `get_batch`: GX loads (and fingerprints)
+    # the batch once, inside the validator.
+    gx_result = V1Validator(batch_definition=batch_def, batch_parameters={"dataframe": pdf},
+                            result_format=GX_RESULT_FORMAT).validate_expectation_suite(suite)
+    return {r.expectation_config.meta["rule"]: r for r in gx_result.results}
+
+
+def _table_results(table: str, spec: dict, df: pl.DataFrame, by_rule: Mapping[str, Any],
+                   bad_by_index: Mapping[int, pl.DataFrame], gx_counts: dict) -> list[dict[str, Any]]:
+    """One result row per expectation of a table's suite: GX's verdict and count (`by_rule`)
+    cross-checked against the rows polars found (`bad_by_index`)."""
+    key = list(schemas.ALL_INPUT_TABLES[table].key)
     rows: list[dict[str, Any]] = []
-    for exp in spec["expectations"]:
+    for i, exp in enumerate(spec["expectations"]):
         t, kw, meta = exp["type"], exp["kwargs"], exp["meta"]
         desc, severity = meta["rule"], meta["severity"]
         r = by_rule.get(desc)
@@ -372,14 +447,14 @@ def _validate_table(gx, batch_def, table: str, spec: dict, df: pl.DataFrame,
                          "unexpected_rows": "", "sample": ", ".join(missing)})
             continue
 
-        needed = [kw["column"]] if "column" in kw else list(kw["column_list"])
+        needed = _columns(kw)
         if any(c not in df.columns for c in needed):
             gx_counts[(table, desc)] = None
             rows.append({**base, "success": False, "element_count": df.height, "unexpected_count": None,
                          "unexpected_rows": "", "sample": "column missing"})
             continue
 
-        bad = df.filter(bad_row_expr(t, kw))
+        bad = bad_by_index[i]
         gx_n = None if (r is None or raised) else r.result.get("unexpected_count")
         gx_counts[(table, desc)] = gx_n
         if raised or gx_n != bad.height or gx_success != (bad.height == 0):
@@ -411,15 +486,16 @@ def _has(df: pl.DataFrame, *cols: str) -> bool:
 def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[dict[str, Any]]:
     """Rules that need more than one table. Each is critical; a check whose columns are
     missing is skipped (the column-presence rule has failed already)."""
-    out: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], pl.DataFrame, pl.Expr]] = []
     bal, pos, ins, mk = t["balances"], t["positions"], t["instruments"], t["marks"]
     prices, ent, lim, tiers = t["asset_prices"], t["entities"], t["limits"], t["margin_tiers"]
 
     def add(table, rule, column, description, df, bad_expr, sample_cols, frame=None):
-        frame = df if frame is None else frame
-        bad = frame.filter(bad_expr)
-        out.append(_row_result(table=table, rule=rule, column=column, severity=CRITICAL,
-                               description=description, df=df, bad=bad, sample_cols=sample_cols))
+        """Queue a rule: its bad rows are `frame.filter(bad_expr)`, found at the end in one
+        pass per frame for all the rules on it."""
+        rule_args = dict(table=table, rule=rule, column=column, severity=CRITICAL,
+                         description=description, df=df, sample_cols=sample_cols)
+        pending.append((rule_args, df if frame is None else frame, bad_expr))
 
     def ids(df, col):
         return df[col].drop_nulls().unique().to_list() if col in df.columns else []
@@ -538,7 +614,16 @@ def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[di
             add(name, "safe_text", col,
                 f"{col} must not start like a spreadsheet formula (= + - @) or contain control characters",
                 df, pl.col(col).str.contains(UNSAFE_TEXT).fill_null(False), [col])
-    return out
+
+    # One select per frame for every rule on it, results in the order the rules were added.
+    by_frame: dict[int, list[int]] = {}
+    for i, (_, frame, _) in enumerate(pending):
+        by_frame.setdefault(id(frame), []).append(i)
+    bad: dict[int, pl.DataFrame] = {}
+    for idx in by_frame.values():
+        frame = pending[idx[0]][1]
+        bad.update(zip(idx, _bad_frames(frame, [pending[i][2] for i in idx])))
+    return [_row_result(**args, bad=bad[i]) for i, (args, _, _) in enumerate(pending)]
 
 
 UNSAFE_TEXT = r"^[=+@]|^-[^0-9.\s]|[\x00-\x08\x0b-\x1f\x7f]|[\r\n\t]"
@@ -569,17 +654,21 @@ def validate_tables(tables: dict[str, pl.DataFrame], *, business_date: date, set
                                         "never 'nothing held')"})
 
     present = [n for n in schemas.ALL_INPUT_TABLES if n in tables]
+    for name in present:
+        if ROW not in tables[name].columns:  # a caller's slip, not bad data
+            raise ValueError(f"table {name} has no {ROW} column")
+    full = {n: tables.get(n, _empty(n)) for n in schemas.ALL_INPUT_TABLES}
+
+    # Each table: GX runs its suite once on the whole table (uniqueness needs every row at
+    # once), and polars finds every rule's offending rows in one pass.
     if present:
         gx, context = _gx_context()
         source = context.data_sources.add_pandas("levtrack")
         for name in present:
-            df = tables[name]
-            if ROW not in df.columns:  # a caller's slip, not bad data
-                raise ValueError(f"table {name} has no {ROW} column")
+            df, spec = tables[name], specs[name]
             batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-            rows.extend(_validate_table(gx, batch_def, name, specs[name], df, gx_counts))
-
-    full = {n: tables.get(n, _empty(n)) for n in schemas.ALL_INPUT_TABLES}
+            by_rule = _run_gx(gx, batch_def, name, spec, _gx_frame(df))
+            rows.extend(_table_results(name, spec, df, by_rule, _row_rules_bad(spec, df), gx_counts))
     rows.extend(_cross_checks(full, business_date))
 
     bad_rows = {(r["table"], r["description"]): tuple(r["_all_rows"])
@@ -594,9 +683,9 @@ def held_assets(tables: Mapping[str, pl.DataFrame], settings: Settings) -> list[
     assets: set[str] = set()
     bal, pos, ins = tables.get("balances"), tables.get("positions"), tables.get("instruments")
     if bal is not None and "asset" in bal.columns:
-        assets.update(bal["asset"].drop_nulls().to_list())
+        assets.update(bal["asset"].drop_nulls().unique().to_list())
     if pos is not None and ins is not None and _has(pos, "instrument_id") and _has(ins, "instrument_id", "underlying"):
-        held = ins.filter(pl.col("instrument_id").is_in(pos["instrument_id"].drop_nulls().to_list()))
+        held = ins.filter(pl.col("instrument_id").is_in(pos["instrument_id"].drop_nulls().unique().implode()))
         assets.update(held["underlying"].drop_nulls().to_list())
     return sorted(assets - set(settings.cash_assets))
 

@@ -21,6 +21,8 @@ from reporting.errors import ConfigError, ValidationFailed
 from reporting.validate import (
     RESULTS_SCHEMA,
     ValidationReport,
+    _bad_frames,
+    _gx_frame,
     bad_row_expr,
     check_history_window,
     held_assets,
@@ -353,6 +355,57 @@ def test_bad_row_expr_nan_and_nulls(exp_type, kwargs, expected):
     """NaN fails every range (polars alone would call NaN > 0 true); nulls pass all but not_null."""
     df = pl.DataFrame({"x": [NAN, 0.0, -0.0, None, -INF, 0.5, INF]}).with_row_index("_row", offset=1)
     assert df.filter(bad_row_expr(exp_type, kwargs))["_row"].to_list() == expected
+
+
+@pytest.mark.parametrize("table", ["balances", "marks", "limits"])
+def test_bad_frames_match_one_filter_per_rule(table):
+    """The one-pass search flags exactly the rows one `filter` per rule would."""
+    rows = {
+        "balances": CLEAN["balances"] + [(BD, "F1", "a1", "binance", "BTC", NAN), (None, None, "a9", "okx", "=X", 0.0),
+                                         (BD, "F1", "a1", "binance", "BTC", -INF)],
+        "marks": CLEAN["marks"] + [("X", None, NAN, -1.0, 0.5), ("X", 1.0, None, None, INF)],
+        "limits": CLEAN["limits"] + [("*", "gross_leverage", NAN, "max", 0.0), (None, None, None, "mid", 2.0)],
+    }[table]
+    df = frame(table, rows)
+    spec = load_suite_specs(Settings().expectations_dir)[table]
+    exps = [e for e in spec["expectations"] if e["type"] != "expect_table_columns_to_match_set"]
+    exprs = [bad_row_expr(e["type"], e["kwargs"]) for e in exps]
+    exprs += [pl.col(c).str.contains(r"^[=+@]").fill_null(False) for c, t in df.schema.items() if t == pl.String]
+    got = _bad_frames(df, exprs)
+    assert len(got) == len(exprs)
+    assert any(g.height for g in got)
+    for expr, bad in zip(exprs, got):
+        assert bad.equals(df.filter(expr)), str(expr)
+
+
+def test_gx_frame_keeps_nan_apart_from_null():
+    """NaN-free floats go to GX as numpy float64 (null -> NaN, which GX reads as missing);
+    a float column holding a NaN stays pyarrow-backed; dates go as timestamps."""
+    df = frame("marks", [("A", 1.0, NAN, None, 0.1), ("B", None, None, 5.0, None), ("C", INF, 0.5, 1.0, None)])
+    pdf = _gx_frame(df)
+    assert list(pdf.columns) == [c for c in df.columns if c != "_row"]
+    assert str(pdf["mark_price"].dtype) == "float64"
+    assert pdf["mark_price"].isna().tolist() == [False, True, False] and pdf["mark_price"][2] == INF
+    assert str(pdf["implied_vol"].dtype) == "double[pyarrow]"
+    assert pdf["implied_vol"].isna().tolist() == [False, True, False] and math.isnan(pdf["implied_vol"][0])
+    assert pdf["instrument_id"].tolist() == ["A", "B", "C"]
+    dates = _gx_frame(frame("price_history", [(BD, "BTC", 1.0), (None, "ETH", 2.0)]))["date"]
+    assert str(dates.dtype).startswith("timestamp[ms]")
+    assert dates.isna().tolist() == [False, True] and dates[0].date() == BD
+
+
+def test_gx_runs_each_suite_once_on_the_whole_table(settings, monkeypatch):
+    """One batch (one fingerprint) per table, holding every row; GX counted every rule."""
+    from great_expectations.execution_engine import pandas_execution_engine as pee
+
+    seen = []
+    real = pee.hash_pandas_dataframe
+    monkeypatch.setattr(pee, "hash_pandas_dataframe", lambda df: seen.append(len(df)) or real(df))
+    tables = drop(balances=edit("balances", 1, amount=NAN))
+    report = run(settings, tables)
+    assert sorted(seen) == sorted(df.height for df in tables.values())
+    assert_gx_matches_polars(report)
+    assert report.gx_unexpected_counts[("balances", "amount must be a finite number (not NaN or ±inf)")] == 1
 
 
 # --------------------------------------------------------------------------- suites
