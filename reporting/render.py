@@ -23,7 +23,8 @@ stylesheet is inlined so the HTML is self-contained; PDFs are rendered with
 :class:`DataOnlyURLFetcher`, which refuses every URL but ``data:``, so a report can never
 read a local file or reach the network while it is rendered.
 
-Archival: charts are SVG drawn here with matplotlib and embedded as ``data:`` URLs; every
+Archival: charts are lean SVG written by :mod:`reporting.charts` (text in the embedded
+DejaVu Sans, no outlines) and embedded as ``data:`` URLs; every
 PDF is PDF/A-3b and carries the data behind it as CSV attachments (cells that a
 spreadsheet would execute are neutralised); the same :class:`ReportInputs` give
 byte-identical HTML and PDF (no clock is read: every date printed or embedded is
@@ -46,11 +47,12 @@ import math
 import os
 import re
 import tempfile
+import threading
 import unicodedata
 import xml.etree.ElementTree as etree
 import dataclasses
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -60,9 +62,11 @@ import jinja2
 import markdown
 import polars as pl
 from markupsafe import Markup
-from weasyprint import HTML, Attachment
+from weasyprint import CSS, HTML, Attachment
+from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
+from . import charts
 from .errors import LevtrackError, RenderError
 from .measures.limits import EXPOSURE_SCALED
 from .schemas import ENTITY_METRIC_COLUMNS
@@ -644,87 +648,13 @@ def _attachment(name: str, frame: pl.DataFrame | None, sort_by: Sequence[str], w
 
 
 # ----------------------------------------------------------------------- charts
+#
+# The SVG itself is written by reporting/charts.py (lean, hand-written SVG: a chart is some
+# 40 elements and its words are text in the report's embedded DejaVu Sans); here the rows
+# become the series and the title.
 
-CHART_STYLE: dict[str, Any] = {
-    "svg.hashsalt": "levtrack",      # element ids from this salt: the same chart, the same bytes
-    "svg.fonttype": "path",          # glyphs as outlines: no font needed to view the chart
-    "font.family": "DejaVu Sans",
-    "font.size": 6.5,
-    "axes.titlesize": 7.5,
-    "axes.titleweight": "bold",
-    "axes.labelsize": 6.5,
-    "xtick.labelsize": 6,
-    "ytick.labelsize": 6,
-    "legend.fontsize": 6,
-    "axes.linewidth": 0.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "xtick.major.width": 0.5,
-    "ytick.major.width": 0.5,
-    "xtick.major.size": 2.5,
-    "ytick.major.size": 2.5,
-    "axes.grid": True,
-    "axes.grid.axis": "y",
-    "grid.linewidth": 0.3,
-    "grid.color": "#c8c8c8",
-    "axes.unicode_minus": True,
-    "path.simplify": False,
-}
-"""Small, print-sized charts that read in grayscale: dark = exception or limit, line
-styles and markers tell the series apart, every axis has its unit."""
-
-CHART_SIZE_MM: dict[str, tuple[float, float]] = {
-    "backtest": (186.0, 60.0),
-    "leverage": (92.0, 62.0),
-}
-"""Drawn at the size they are printed, so 6.5 pt in the chart is 6.5 pt on paper."""
-
-_BREACH_COLOUR = "#b00020"
-
-
-def _figure(kind: str) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    width, height = CHART_SIZE_MM[kind]
-    fig = Figure(figsize=(width / 25.4, height / 25.4), layout="constrained")
-    FigureCanvasAgg(fig)  # no pyplot: no global figure state, no GUI backend
-    return fig
-
-
-def _svg_data_url(fig: Any, title: str) -> str:
-    buf = io.BytesIO()
-    # No date and no software version in the file: the same data give the same bytes.
-    fig.savefig(buf, format="svg", metadata={"Title": title, "Date": None, "Creator": None})
-    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _axis_money(value: float, _pos: Any = None) -> str:
-    """Tick labels in USD, short: ``$1.25M``, ``−$500k``, ``$0``."""
-    a = abs(value)
-    for div, suffix in ((1e9, "bn"), (1e6, "M"), (1e3, "k")):
-        if a >= div:
-            body = f"{a / div:.3g}{suffix}"
-            break
-    else:
-        body = f"{a:.0f}"
-    if body in ("0", "0k"):
-        return "$0"
-    return (MINUS if value < 0 else "") + "$" + body
-
-
-def _date_axis(ax: Any, dates: Sequence[date]) -> None:
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-
-    if len(set(dates)) == 1:
-        # one point: a week around it, one labelled tick, so it reads as a day, not a blur
-        d = dates[0]
-        ax.set_xlim(d - timedelta(days=3), d + timedelta(days=3))
-        ax.set_xticks([d], [d.isoformat()])
-        return
-    locator = AutoDateLocator(minticks=3, maxticks=8)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=True))
+CHART_SIZE_MM = charts.CHART_SIZE_MM
+_axis_money = charts.axis_money
 
 
 def backtest_chart(series: Iterable[Mapping[str, Any]]) -> dict[str, str] | None:
@@ -733,60 +663,18 @@ def backtest_chart(series: Iterable[Mapping[str, Any]]) -> dict[str, str] | None
     ``series`` rows have ``date, pnl_usd, var_usd, exception``. Returns the chart as a
     ``data:`` URL with its alt text, or None when there are no rows.
     """
-    from matplotlib.ticker import FuncFormatter
-
     pts = sorted(((r["date"], _number(r["pnl_usd"]), _number(r["var_usd"]),
                    r["exception"] is True) for r in series if r["date"] is not None),
                  key=lambda p: p[0])
     if not pts:
         return None
-    dates = [p[0] for p in pts]
-    pnl = [math.nan if p[1] is None else p[1] for p in pts]
-    var = [math.nan if p[2] is None else -p[2] for p in pts]
-    exc = [(p[0], p[1]) for p in pts if p[3] and p[1] is not None]
+    n_exc = sum(1 for p in pts if p[3] and p[1] is not None)
     title = (f"VaR backtest: daily P&L against \u2212VaR 99 % 1d, "
              f"{plural(len(pts), 'day', 'days')}, "
-             f"{plural(len(exc), 'exception', 'exceptions')}")
-    import matplotlib
-    import matplotlib.dates as mdates
-
-    # one bar per calendar day (crypto trades every day; a missing day has no bar), drawn
-    # as one filled outline rather than a shape per day: a small SVG, quick to print
-    first, last = dates[0], dates[-1]
-    by_day = {d: v for d, v in zip(dates, pnl)}
-    grid = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    heights = [by_day.get(d, 0.0) for d in grid]
-    heights = [0.0 if not math.isfinite(v) else v for v in heights]
-    edges = [mdates.date2num(d) - 0.5 for d in grid] + [mdates.date2num(last) + 0.5]
-    with matplotlib.rc_context(CHART_STYLE):
-        fig = _figure("backtest")
-        ax = fig.add_subplot()
-        ax.stairs(heights, edges, baseline=0.0, fill=True, color="#a6a6a6", linewidth=0,
-                  label="daily P&L, today's book held static")
-        if exc:
-            ax.bar([d for d, _ in exc], [v for _, v in exc], width=1.0, color=_BREACH_COLOUR,
-                   linewidth=0)
-            ax.plot([d for d, _ in exc], [v for _, v in exc], linestyle="none", marker="v",
-                    markersize=3.6, markerfacecolor=_BREACH_COLOUR, markeredgecolor="black",
-                    markeredgewidth=0.5, label="exception: loss > that day's VaR")
-        ax.step(dates, var, where="mid", color="black", linewidth=0.9,
-                label="\u2212VaR (from the returns up to the day before)")
-        ax.axhline(0.0, color="black", linewidth=0.4)
-        finite = [v for v in pnl + var if math.isfinite(v)]
-        if finite:
-            low, high = min(finite + [0.0]), max(finite + [0.0])
-            span = (high - low) or max(abs(high), 1.0)
-            ax.set_ylim(low - 0.05 * span, high + 0.32 * span)  # room for the legend on top
-        ax.yaxis.set_major_formatter(FuncFormatter(_axis_money))
-        _date_axis(ax, dates)
-        ax.margins(x=0.005)
-        ax.set_ylabel("P&L, USD")
-        ax.set_xlabel("date")
-        ax.set_title(title, loc="left")
-        ax.legend(loc="upper left", ncol=3, frameon=False, borderaxespad=0.2,
-                  handlelength=1.6, columnspacing=1.2)
-        url = _svg_data_url(fig, title)
-    return {"url": url, "alt": title}
+             f"{plural(n_exc, 'exception', 'exceptions')}")
+    svg = charts.backtest_svg([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts],
+                              [p[3] for p in pts], title)
+    return {"url": charts.svg_data_url(svg), "alt": title}
 
 
 def leverage_chart(history: Iterable[Mapping[str, Any]], limit: Any = None
@@ -797,63 +685,15 @@ def leverage_chart(history: Iterable[Mapping[str, Any]], limit: Any = None
     A single day is drawn as two labelled points in a week-wide frame. Returns the chart
     as a ``data:`` URL with its alt text, or None when there are no rows.
     """
-    import matplotlib.dates as mdates
-    from matplotlib.ticker import FuncFormatter
-
     pts = sorted(((r["business_date"], _number(r["gross_leverage"]), _number(r["net_leverage"]))
                   for r in history if r["business_date"] is not None), key=lambda p: p[0])
     if not pts:
         return None
-    lim = _number(limit)
     dates = [p[0] for p in pts]
-    gross = [math.nan if p[1] is None else p[1] for p in pts]
-    net = [math.nan if p[2] is None else p[2] for p in pts]
     title = f"Leverage history, {plural(len(set(dates)), 'business day', 'business days')}"
-    import matplotlib
-
-    with matplotlib.rc_context(CHART_STYLE):
-        fig = _figure("leverage")
-        ax = fig.add_subplot()
-        ax.plot(dates, gross, color="black", linewidth=1.0, marker="o", markersize=3.2,
-                label="gross leverage")
-        # hollow squares, larger than the dots: where net equals gross, both still show
-        ax.plot(dates, net, color="#5a5a5a", linewidth=1.0, linestyle=(0, (3, 1.5)),
-                marker="s", markersize=5.0, markerfacecolor="none", markeredgewidth=0.8,
-                label="net leverage")
-        if lim is not None:
-            ax.axhline(lim, color=_BREACH_COLOUR, linewidth=1.0, linestyle=(0, (6, 2)),
-                       label=f"gross leverage limit {fmt_leverage(lim)}")
-        values = [v for v in gross + net if math.isfinite(v)] + ([lim] if lim is not None else [])
-        top = max(values, default=0.0)
-        ax.set_ylim(0.0, (top * 1.45) if top > 0 else 1.0)
-        if not any(math.isfinite(v) for v in gross + net):
-            ax.text(0.5, 0.45, "leverage undefined: equity \u2264 0", transform=ax.transAxes,
-                    ha="center", va="center", fontsize=7, color=_BREACH_COLOUR)
-        # the latest values, written right of their points; pulled apart when they meet
-        lasts = {}
-        for series, name in ((gross, "gross"), (net, "net")):
-            lasts[name] = next(((d, v) for d, v in zip(reversed(dates), reversed(series))
-                                if math.isfinite(v)), None)
-        close = (lasts["gross"] is not None and lasts["net"] is not None
-                 and abs(lasts["gross"][1] - lasts["net"][1]) < 0.08 * ax.get_ylim()[1])
-        for name, shift in (("gross", 4.0), ("net", -4.0)):
-            if lasts[name] is not None:
-                ax.annotate(f"{name} {fmt_leverage(lasts[name][1])}", lasts[name],
-                            xytext=(5, shift if close else 0), textcoords="offset points",
-                            va="center", ha="left", fontsize=6)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}\u00d7"))
-        _date_axis(ax, dates)
-        if len(set(dates)) > 1:
-            ax.margins(x=0.04)
-            right = max(dates)
-            ax.set_xlim(right=mdates.date2num(right) + 0.2 * (mdates.date2num(right)
-                                                             - mdates.date2num(min(dates))))
-        ax.set_ylabel("leverage (exposure / equity)")
-        ax.set_xlabel("business date")
-        ax.set_title(title, loc="left")
-        ax.legend(loc="upper left", ncol=1, frameon=False, borderaxespad=0.2, handlelength=2.4)
-        url = _svg_data_url(fig, title)
-    return {"url": url, "alt": title}
+    svg = charts.leverage_svg(dates, [p[1] for p in pts], [p[2] for p in pts],
+                              _number(limit), title, fmt_leverage)
+    return {"url": charts.svg_data_url(svg), "alt": title}
 
 
 # ------------------------------------------------------------------ methodology
@@ -1499,7 +1339,7 @@ def write_entity_reports(inputs: ReportInputs, entity_ids: Sequence[str], folder
                          templates_dir: Path, workers: int = 1) -> None:
     """Write ``<slug>.html`` and ``<slug>.pdf`` of each entity into ``folder``.
 
-    WeasyPrint is single-threaded and takes about a second a report, so with
+    WeasyPrint is single-threaded and takes about half a second a report, so with
     ``workers`` > 1 the entities are dealt round-robin to that many spawned processes,
     each sent only its entities' rows; the bytes are the same either way."""
     ids = list(entity_ids)
@@ -1568,6 +1408,47 @@ class DataOnlyURLFetcher(URLFetcher):
         return self.fetch(target)
 
 
+_HEAD_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
+_PARSED_SHEETS: dict[str, CSS] = {}
+
+
+def _split_stylesheet(html: str) -> tuple[str, CSS | None]:
+    """The document without its inlined stylesheet, and that stylesheet parsed once per
+    process: every report of a run inlines the same style.css, and parsing it again for
+    each PDF is a measurable share of the render. Only the ``<style>`` element in the
+    ``<head>`` is taken out (the report's own, from base.html); the PDF is the same as
+    rendering the document whole (tests check the bytes)."""
+    head_end = html.find("</head>")
+    match = _HEAD_STYLE.search(html, 0, head_end) if head_end >= 0 else None
+    if match is None:
+        return html, None
+    css = match.group(1)
+    if "@font-face" in css:  # fonts of its own: render the document whole, unshared
+        return html, None
+    key = hashlib.sha256(css.encode("utf-8")).hexdigest()
+    sheet = _PARSED_SHEETS.get(key)
+    if sheet is None:
+        if len(_PARSED_SHEETS) >= 8:
+            _PARSED_SHEETS.clear()
+        sheet = _PARSED_SHEETS[key] = CSS(string=css, base_url=None,
+                                          url_fetcher=DataOnlyURLFetcher())
+    return html[:match.start()] + html[match.end():], sheet
+
+
+_FONTS = threading.local()
+
+
+def _font_config() -> FontConfiguration:
+    """One WeasyPrint font configuration per thread, shared by the PDFs it renders: Pango
+    then loads and shapes the DejaVu fonts once instead of once a report. Our stylesheet
+    declares no ``@font-face`` (checked in :func:`_split_stylesheet`), so nothing a report
+    does changes the configuration the next one sees; the bytes are the same (tests)."""
+    config = getattr(_FONTS, "config", None)
+    if config is None:
+        config = _FONTS.config = FontConfiguration()
+    return config
+
+
 DEFAULT_PDF_VARIANT = "pdf/a-3b"
 """Archival PDF (PDF/A-3b): fonts embedded, colour profile, no external dependencies."""
 
@@ -1599,10 +1480,13 @@ def write_pdf(html: str, path: Path, *, pdf_variant: str | None = DEFAULT_PDF_VA
                    description=a.description, created=a.created, modified=a.created,
                    relationship="Data")
         for a in attachments]
-    document = HTML(string=str(html), base_url=None, url_fetcher=fetcher)
     try:
+        body, sheet = _split_stylesheet(str(html))
+        document = HTML(string=body, base_url=None, url_fetcher=fetcher)
         pdf = document.write_pdf(pdf_variant=pdf_variant, attachments=files or None,
-                                 pdf_identifier=identifier)
+                                 pdf_identifier=identifier,
+                                 stylesheets=[sheet] if sheet is not None else None,
+                                 font_config=_font_config() if sheet is not None else None)
     except FatalURLFetchingError as exc:
         cause = exc.__cause__ or exc
         raise RenderError(f"PDF not written to {path}: {cause}") from exc

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from datetime import date
 from pathlib import Path
 
@@ -22,13 +23,17 @@ import polars as pl
 import pytest
 from pypdf import PdfReader
 
+from reporting import render as render_module
+from reporting.charts import axis_money, date_ticks, nice_ticks, text_width
 from reporting.render import (
     RenderError,
     ReportHTML,
     ReportInputs,
+    backtest_chart,
     csv_bytes,
     csv_cell,
     entity_slug,
+    leverage_chart,
     make_environment,
     render_entity_html,
     render_methodology,
@@ -335,6 +340,350 @@ def test_history_after_the_business_date_is_refused(inputs, env):
     with pytest.raises(RenderError, match="2025-02-03"):
         render_entity_html(ReportInputs(**{**inputs.__dict__, "metrics_history": later}),
                            "E1", env)
+
+
+# ------------------------------------------------------- the charts' SVG
+#
+# The charts are written by hand (reporting/charts.py). These tests read a chart the way
+# a reader does: the grid lines and their tick labels give the scale, and every point,
+# bar and marker must sit where that scale puts its value.
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def svg_of(chart: dict) -> ET.Element:
+    assert chart["url"].startswith("data:image/svg+xml;base64,")
+    return ET.fromstring(base64.b64decode(chart["url"].split(",", 1)[1]))
+
+
+def by_class(root: ET.Element, tag: str, cls: str) -> list[ET.Element]:
+    return [e for e in root.iter(SVG_NS + tag) if e.get("class") == cls]
+
+
+def tick_value(label: str) -> float:
+    """A tick label back to its number: ``−$25k`` → −25000, ``2.5×`` → 2.5."""
+    sign = -1.0 if label.startswith("\u2212") else 1.0
+    body = label.lstrip("\u2212").lstrip("$").rstrip("\u00d7")
+    for suffix, factor in (("bn", 1e9), ("M", 1e6), ("k", 1e3)):
+        if body.endswith(suffix):
+            return sign * float(body[: -len(suffix)]) * factor
+    return sign * float(body)
+
+
+def y_scale(root: ET.Element):
+    """value → y from the grid lines and the y tick labels, checked to be one straight line."""
+    grid = by_class(root, "path", "grid")[0].get("d")
+    ys = [float(y) for y in re.findall(r"M[-\d.]+,([-\d.]+)H", grid)]
+    values = [tick_value(t.text) for t in by_class(root, "text", "ytick")]
+    assert len(ys) == len(values) >= 2
+    k = (ys[-1] - ys[0]) / (values[-1] - values[0])
+    assert k < 0                                     # larger values higher on the page
+    for v, y in zip(values, ys):
+        assert y == pytest.approx(ys[0] + (v - values[0]) * k, abs=0.01)
+    return lambda v: ys[0] + (v - values[0]) * k
+
+
+def x_scale(root: ET.Element):
+    """date → x from the x ticks and their ISO date labels."""
+    ticks = by_class(root, "path", "xticks")[0].get("d")
+    xs = [float(x) for x in re.findall(r"M([-\d.]+),[-\d.]+v", ticks)]
+    days = [date.fromisoformat(t.text).toordinal() for t in by_class(root, "text", "xtick")]
+    assert len(xs) == len(days) >= 2
+    k = (xs[-1] - xs[0]) / (days[-1] - days[0])
+    return lambda d: xs[0] + (d.toordinal() - days[0]) * k
+
+
+def points(polyline: ET.Element) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in polyline.get("points").split()]
+
+
+def test_leverage_chart_puts_every_point_on_its_scale():
+    days = [date(2025, 1, d) for d in range(1, 6)]
+    gross = [2.0, 3.0, None, 4.0, 4.5]               # day 3: equity ≤ 0, a gap
+    net = [1.0, 1.5, None, -0.5, 1.0]                # net short on day 4: below zero
+    chart = leverage_chart([{"business_date": d, "gross_leverage": g, "net_leverage": n}
+                            for d, g, n in zip(days, gross, net)], limit=5.0)
+    assert chart["alt"] == "Leverage history, 5 business days"
+    root = svg_of(chart)
+    y, x = y_scale(root), x_scale(root)
+    # the axis runs from below the lowest value to above the limit, in whole multiples
+    labels = [t.text for t in by_class(root, "text", "ytick")]
+    assert labels[0] == "\u22121\u00d7" and "0\u00d7" in labels and labels[-1] == "6\u00d7"
+    for name, series in (("gross", gross), ("net", net)):
+        runs = [points(p) for p in by_class(root, "polyline", name)]
+        expected = [[(x(days[i]), y(series[i])) for i in (0, 1)],
+                    [(x(days[i]), y(series[i])) for i in (3, 4)]]    # broken at day 3
+        assert len(runs) == 2, name
+        for run, want in zip(runs, expected):
+            assert run == [pytest.approx(p, abs=0.01) for p in want], name
+    limit = by_class(root, "path", "limit")[0].get("d")
+    assert float(re.match(r"M[-\d.]+,([-\d.]+)H", limit).group(1)) == pytest.approx(y(5.0), abs=0.01)
+    markers = by_class(root, "path", "gross-markers")[0].get("d")
+    assert markers.count("M") == 4                   # a dot on every defined day
+    texts = {t.get("class"): t.text for t in root.iter(SVG_NS + "text")}
+    assert texts["last-gross"] == "gross 4.50\u00d7" and texts["last-net"] == "net 1.00\u00d7"
+    legend = [t.text for t in by_class(root, "text", "legend")]
+    assert legend == ["gross leverage", "net leverage", "gross leverage limit 5.00\u00d7"]
+    assert texts["ytitle"] == "leverage (exposure / equity)" and texts["xtitle"] == "business date"
+
+
+def test_leverage_chart_of_one_day_and_of_undefined_leverage():
+    one = svg_of(leverage_chart([{"business_date": date(2025, 1, 31), "gross_leverage": 1.2,
+                                  "net_leverage": 0.2}]))
+    assert [t.text for t in by_class(one, "text", "xtick")] == ["2025-01-31"]
+    assert not list(one.iter(SVG_NS + "polyline"))           # no line through one point
+    tick_x = float(re.match(r"M([-\d.]+),", by_class(one, "path", "xticks")[0].get("d")).group(1))
+    dot = by_class(one, "path", "gross-markers")[0].get("d")
+    assert dot.count("M") == 1
+    # the dot is a circle drawn from its left edge: M(x − r),y …
+    assert float(re.match(r"M([-\d.]+),", dot).group(1)) + 1.6 == pytest.approx(tick_x, abs=0.01)
+    assert by_class(one, "path", "net-markers")[0].get("d").count("M") == 1
+    assert not by_class(one, "path", "limit")                 # no limit given, none drawn
+    assert [t.text for t in by_class(one, "text", "legend")] == ["gross leverage", "net leverage"]
+
+    none = svg_of(leverage_chart([{"business_date": date(2025, 1, 31), "gross_leverage": None,
+                                   "net_leverage": float("nan")}], limit=5.0))
+    assert by_class(none, "text", "note")[0].text == "leverage undefined: equity \u2264 0"
+    assert not list(none.iter(SVG_NS + "polyline"))
+    assert not by_class(none, "path", "gross-markers") and not by_class(none, "path", "net-markers")
+    assert not [t for t in none.iter(SVG_NS + "text") if (t.get("class") or "").startswith("last-")]
+    assert by_class(none, "path", "limit")                    # the limit still shows
+    assert leverage_chart([]) is None and backtest_chart([]) is None
+
+
+def test_backtest_chart_marks_the_exceptions_the_data_gives():
+    days = [date(2025, 1, d) for d in range(1, 11)]
+    pnl = [1000.0, -2000.0, -12000.0, 3000.0, None, 500.0, -15000.0, 800.0, -300.0, 100.0]
+    var = [10000.0] * 7 + [None, 10000.0, 10000.0]           # day 8: no VaR, a gap
+    exception = [False, False, True, False, True, False, True, False, False, False]
+    rows = [{"date": d, "pnl_usd": p, "var_usd": v, "exception": e}
+            for d, p, v, e in zip(days, pnl, var, exception)]
+    chart = backtest_chart(rows)
+    # day 5 is flagged but has no P&L: nothing to mark, not counted
+    assert chart["alt"] == "VaR backtest: daily P&L against \u2212VaR 99 % 1d, 10 days, 2 exceptions"
+    root = svg_of(chart)
+    y, x = y_scale(root), x_scale(root)
+    assert "$0" in [t.text for t in by_class(root, "text", "ytick")]
+    # triangles pointing down, centred on the loss of days 3 and 7
+    tri = re.findall(r"M([-\d.]+),([-\d.]+)L([-\d.]+),[-\d.]+L([-\d.]+),([-\d.]+)Z",
+                     by_class(root, "path", "exception-markers")[0].get("d"))
+    assert len(tri) == 2
+    for (x0, y0, x1, apex_x, apex_y), day in zip(tri, (2, 6)):
+        assert float(apex_x) == pytest.approx(x(days[day]), abs=0.01)
+        assert (float(y0) + float(apex_y)) / 2 == pytest.approx(y(pnl[day]), abs=0.01)
+        assert float(apex_y) > float(y0)                      # the point is at the bottom
+    # the bars: one outline; the level between two day edges is that day's P&L (0 if none)
+    d = by_class(root, "path", "pnl")[0].get("d")
+    cx, level = 0.0, 0.0
+    steps = []                                       # (from x, to x, y)
+    for cmd, val in re.findall(r"([MVHZ])([-\d.,]*)", d):
+        if cmd == "M":
+            cx, level = map(float, val.split(","))
+        elif cmd == "V":
+            level = float(val)
+        elif cmd == "H":
+            steps.append((cx, float(val), level))
+            cx = float(val)
+    for day, p in zip(days, pnl):
+        [bar] = [yy for a, b, yy in steps if a < x(day) < b]
+        assert bar == pytest.approx(y(p if p is not None else 0.0), abs=0.01), day
+    # −VaR: a step line at −10,000, broken where the VaR is missing
+    runs = [points(p) for p in by_class(root, "polyline", "var")]
+    assert len(runs) == 2
+    half = (x(days[1]) - x(days[0])) / 2
+    assert runs[0][0][0] == pytest.approx(x(days[0]) - half, abs=0.01)
+    assert runs[0][-1][0] == pytest.approx(x(days[6]) + half, abs=0.01)
+    assert runs[1][0][0] == pytest.approx(x(days[8]) - half, abs=0.01)
+    assert {round(py, 2) for run in runs for _, py in run} == {round(y(-10000.0), 2)}
+    # the same rows in another order: the same bytes
+    assert backtest_chart(list(reversed(rows))) == chart
+
+
+def test_backtest_chart_of_one_day():
+    root = svg_of(backtest_chart([{"date": date(2025, 1, 31), "pnl_usd": -500.0,
+                                   "var_usd": None, "exception": False}]))
+    assert [t.text for t in by_class(root, "text", "xtick")] == ["2025-01-31"]
+    assert not by_class(root, "path", "exception-markers")
+    assert not by_class(root, "polyline", "var")
+    assert [t.text for t in by_class(root, "text", "legend")] == [
+        "daily P&L, today's book held static",
+        "\u2212VaR (from the returns up to the day before)"]
+
+
+def test_chart_ticks_are_round_and_dates_readable():
+    # −103,000 … 51,500 in at most 8 ticks: a step of 25,000 (hand: 154,500 / 7 = 22,071 → 25k)
+    step, ticks = nice_ticks(-103000.0, 51500.0, 8)
+    assert step == 25000.0 and ticks[0] == -125000.0 and ticks[-1] == 75000.0
+    assert [axis_money(t) for t in ticks[:2]] == ["\u2212$125k", "\u2212$100k"]
+    assert nice_ticks(0.0, 0.3, 4)[1] == [0.0, 0.1, 0.2, 0.3]          # no 0.30000000000000004
+    # 250 days on a 480 pt axis: month starts, with the year
+    lo, hi = date(2026, 3, 19).toordinal() - 0.5, date(2026, 11, 24).toordinal() + 0.5
+    assert [label for _, label in date_ticks(lo, hi, 480.0)] == [
+        "Apr 2026", "May 2026", "Jun 2026", "Jul 2026", "Aug 2026", "Sep 2026", "Oct 2026",
+        "Nov 2026"]
+    # a week on a wide axis: every day, ISO
+    lo, hi = date(2025, 1, 1).toordinal() - 0.5, date(2025, 1, 5).toordinal() + 0.5
+    assert [label for _, label in date_ticks(lo, hi, 480.0)] == [
+        f"2025-01-0{d}" for d in range(1, 6)]
+
+
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+
+
+@pytest.mark.skipif(not (DEJAVU / "DejaVuSans.ttf").exists(), reason="DejaVu fonts not installed")
+def test_chart_text_widths_are_those_of_the_font():
+    """Labels are right-aligned and centred by the widths in reporting/charts.py: they must
+    be the font's own advances, or the labels land beside their ticks."""
+    from fontTools.ttLib import TTFont
+
+    sample = "VaR backtest: daily P&L \u2212$1,234.5k 12.34\u00d7 \u2264 0 gross leverage 2026-11-24"
+    for name, bold in (("DejaVuSans.ttf", False), ("DejaVuSans-Bold.ttf", True)):
+        font = TTFont(str(DEJAVU / name))
+        cmap, hmtx = font.getBestCmap(), font["hmtx"]
+        want = sum(hmtx[cmap[ord(c)]][0] for c in sample) * 6.0 / font["head"].unitsPerEm
+        assert text_width(sample, 6.0, bold=bold) == pytest.approx(want, abs=1e-9), name
+
+
+def _fonts_of(resources, seen) -> list:
+    out = []
+    if resources is None:
+        return out
+    resources = resources.get_object()
+    for font in (resources.get("/Font") or {}).values():
+        font = font.get_object()
+        if id(font) not in seen:
+            seen.add(id(font))
+            out.append(font)
+    for xobject in (resources.get("/XObject") or {}).values():
+        xobject = xobject.get_object()
+        out += _fonts_of(xobject.get("/Resources"), seen)
+    return out
+
+
+def test_chart_words_are_text_in_embedded_fonts(rendered):
+    """The charts' words are set in the report's DejaVu Sans (searchable, copyable), and
+    every font the PDF uses, the charts' included, is embedded (PDF/A)."""
+    text = pdf_text(rendered["E1"]["pdf"])
+    for words in ("P&L, USD", "gross leverage limit 5.00\u00d7", "exception: loss > that day's VaR",
+                  "leverage (exposure / equity)", "gross 6.20\u00d7"):
+        assert squash(words) in squash(text), words
+    reader = PdfReader(str(rendered["E1"]["pdf"]))
+    seen: set = set()
+    fonts = [f for page in reader.pages for f in _fonts_of(page.get("/Resources"), seen)]
+    assert fonts
+    for font in fonts:
+        for descendant in font.get("/DescendantFonts") or [font]:
+            descriptor = descendant.get_object()["/FontDescriptor"].get_object()
+            assert any(k in descriptor for k in ("/FontFile", "/FontFile2", "/FontFile3")), font
+
+
+# ------------------------------------------------------------ fixed table layout
+
+
+def _texts_outside_their_cells(html: str) -> list[tuple[int, str, float]]:
+    """Every text (or inline block: bars, badges) that runs out of its table cell."""
+    from weasyprint import HTML
+    from weasyprint.formatting_structure import boxes
+
+    from reporting.render import DataOnlyURLFetcher
+
+    document = HTML(string=str(html), base_url=None, url_fetcher=DataOnlyURLFetcher()).render()
+    out = []
+
+    def inline(box):
+        for child in getattr(box, "children", ()):
+            if isinstance(child, (boxes.TextBox, boxes.InlineBlockBox, boxes.InlineReplacedBox)):
+                yield child
+                if isinstance(child, boxes.InlineBlockBox):
+                    continue
+            yield from inline(child)
+
+    def walk(box, page):
+        if isinstance(box, boxes.TableCellBox):
+            left = box.content_box_x()
+            for t in inline(box):
+                over = max(t.position_x + t.margin_width() - (left + box.width), left - t.position_x)
+                if over > 0.05:
+                    out.append((page, getattr(t, "text", type(t).__name__), round(over, 2)))
+            return
+        for child in getattr(box, "children", ()):
+            walk(child, page)
+
+    for number, page in enumerate(document.pages, 1):
+        walk(page._page_box, number)
+    return out
+
+
+def extreme_inputs() -> ReportInputs:
+    """E1 with the widest figures the fixed column widths in style.css are sized for, every
+    limit in breach (bold), and long identifiers and descriptions."""
+    big = -9_999_999_999.0
+    inputs = make_inputs(extra_limits=[
+        {"entity_id": "E1", "metric": "var_99_1d_hist_usd", "value": -999_999_999.0,
+         "limit": -999_999_999.0, "kind": "max", "utilization": 123.456, "status": "breach",
+         "prev_utilization": 123.456, "days_in_breach": 9999},
+        {"entity_id": "E1", "metric": "var_99_1d_hist_pct", "value": -12345.67,
+         "limit": -12345.67, "kind": "min", "utilization": 12.345, "status": "warning",
+         "prev_utilization": 12.345, "days_in_breach": 9999}])
+
+    def widest(frame: pl.DataFrame) -> pl.DataFrame:
+        cols = []
+        for c, t in frame.schema.items():
+            if t != pl.Float64 or c in ("value", "limit", "utilization", "prev_utilization"):
+                continue
+            if c.endswith("_usd"):
+                cols.append(pl.when(pl.col(c).is_not_null()).then(big).alias(c))
+            elif "leverage" in c:
+                cols.append(pl.lit(-1234.56).alias(c))
+            elif c.endswith("_pct"):
+                cols.append(pl.lit(-12345.67).alias(c))
+            elif c in ("contracts", "open_interest"):
+                cols.append(pl.lit(12_345_678.1234).alias(c))
+        return frame.with_columns(cols)
+
+    limits = inputs.limit_utilization.with_columns(
+        status=pl.when(pl.col("entity_id") == "E1").then(pl.lit("breach"))
+        .otherwise(pl.col("status")))
+    stress = inputs.stress_results.with_columns(
+        scenario_id=pl.lit("CUSTOM_SCENARIO_WITH_A_VERY_LONG_IDENTIFIER_2026"),
+        description=pl.lit("A custom scenario: every crypto asset \u221245 %, stablecoins depeg, "
+                           "implied vols +80 points, funding rates spike"),
+        cascade_pnl_usd=pl.lit(big), accounts_liquidated=pl.lit(99999), cascade_rounds=pl.lit(999))
+    concentration = inputs.concentration.with_columns(
+        venue=pl.lit("COINBASE_INTERNATIONAL_EXCHANGE"),
+        instrument_id=pl.lit("BTC-USD-261225-150000-C-WEEKLY-LONG"), open_interest_share=pl.lit(12.3456))
+    flags = pl.concat([inputs.flags, pl.DataFrame({
+        "entity_id": ["E1"], "flag": ["A_VERY_LONG_FLAG_NAME_FOR_A_VERY_SPECIFIC_CONDITION"],
+        "message": ["a long message " * 12]})])
+    return ReportInputs(**{
+        **inputs.__dict__, "entity_metrics": widest(inputs.entity_metrics),
+        "account_metrics": widest(inputs.account_metrics), "exposures": widest(inputs.exposures),
+        "stress_results": widest(stress), "limit_utilization": widest(limits),
+        "metrics_history": widest(inputs.metrics_history),
+        "concentration": widest(concentration), "flags": flags})
+
+
+def test_fixed_width_columns_hold_the_widest_figures(env):
+    """The entity tables have fixed column widths (style.css): with the widest figures
+    they are sized for, in bold breach rows, nothing runs out of its cell; a utilization
+    too wide for the bar's cell goes under the bar, long identifiers break."""
+    html = render_entity_html(extreme_inputs(), "E1", env)
+    assert "\u2212$9,999,999,999" in html and "1,234.5 %" in html and "12,345.6 %" in html
+    assert _texts_outside_their_cells(html) == []
+
+
+def test_fixed_width_columns_hold_the_sample_book(rendered):
+    for name in ("E1", "E2", "E3"):
+        assert _texts_outside_their_cells(rendered[name]["html"]) == [], name
+
+
+def test_the_shared_stylesheet_and_fonts_change_no_byte(rendered, monkeypatch, tmp_path):
+    """write_pdf parses style.css once and shares one font configuration between PDFs; a
+    PDF is the same as when its document is rendered whole, with fresh fonts."""
+    monkeypatch.setattr(render_module, "_split_stylesheet", lambda html: (html, None))
+    for name in ("summary", "E1"):
+        write_pdf(rendered[name]["html"], tmp_path / f"{name}.pdf")
+        assert (tmp_path / f"{name}.pdf").read_bytes() == rendered[name]["pdf"].read_bytes(), name
 
 
 # --------------------------------------------------- entity report content
