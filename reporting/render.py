@@ -47,7 +47,6 @@ import math
 import os
 import re
 import tempfile
-import threading
 import unicodedata
 import xml.etree.ElementTree as etree
 import dataclasses
@@ -63,7 +62,6 @@ import markdown
 import polars as pl
 from markupsafe import Markup
 from weasyprint import CSS, HTML, Attachment
-from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
 from . import charts
@@ -1435,20 +1433,6 @@ def _split_stylesheet(html: str) -> tuple[str, CSS | None]:
     return html[:match.start()] + html[match.end():], sheet
 
 
-_FONTS = threading.local()
-
-
-def _font_config() -> FontConfiguration:
-    """One WeasyPrint font configuration per thread, shared by the PDFs it renders: Pango
-    then loads and shapes the DejaVu fonts once instead of once a report. Our stylesheet
-    declares no ``@font-face`` (checked in :func:`_split_stylesheet`), so nothing a report
-    does changes the configuration the next one sees; the bytes are the same (tests)."""
-    config = getattr(_FONTS, "config", None)
-    if config is None:
-        config = _FONTS.config = FontConfiguration()
-    return config
-
-
 DEFAULT_PDF_VARIANT = "pdf/a-3b"
 """Archival PDF (PDF/A-3b): fonts embedded, colour profile, no external dependencies."""
 
@@ -1485,8 +1469,7 @@ def write_pdf(html: str, path: Path, *, pdf_variant: str | None = DEFAULT_PDF_VA
         document = HTML(string=body, base_url=None, url_fetcher=fetcher)
         pdf = document.write_pdf(pdf_variant=pdf_variant, attachments=files or None,
                                  pdf_identifier=identifier,
-                                 stylesheets=[sheet] if sheet is not None else None,
-                                 font_config=_font_config() if sheet is not None else None)
+                                 stylesheets=[sheet] if sheet is not None else None)
     except FatalURLFetchingError as exc:
         cause = exc.__cause__ or exc
         raise RenderError(f"PDF not written to {path}: {cause}") from exc

@@ -677,9 +677,9 @@ def test_fixed_width_columns_hold_the_sample_book(rendered):
         assert _texts_outside_their_cells(rendered[name]["html"]) == [], name
 
 
-def test_the_shared_stylesheet_and_fonts_change_no_byte(rendered, monkeypatch, tmp_path):
-    """write_pdf parses style.css once and shares one font configuration between PDFs; a
-    PDF is the same as when its document is rendered whole, with fresh fonts."""
+def test_the_shared_stylesheet_changes_no_byte(rendered, monkeypatch, tmp_path):
+    """write_pdf parses style.css once per process; a PDF is the same as when its
+    document is rendered whole."""
     monkeypatch.setattr(render_module, "_split_stylesheet", lambda html: (html, None))
     for name in ("summary", "E1"):
         write_pdf(rendered[name]["html"], tmp_path / f"{name}.pdf")
