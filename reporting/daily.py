@@ -8,6 +8,7 @@ a bad drop or a failed render leaves stored data exactly as it was.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, replace
@@ -202,13 +203,15 @@ def render(report: ReportInputs, settings: Settings, run_id: str, *, entity_repo
         env = make_environment(settings.templates_dir)
         summary = render_summary_html(report, env)
         (staging / "summary.html").write_text(summary, encoding="utf-8")
-        write_pdf(summary, staging / "summary.pdf")
-        commit.crash_point("render")
         entities = staging / "entities"
         entities.mkdir()
-        if entity_reports:
+        summary_pdf = functools.partial(write_pdf, summary, staging / "summary.pdf")
+        if entity_reports:  # a big book's summary PDF renders here while the workers render entities
             write_entity_reports(report, entity_report_ids(report), entities, settings.templates_dir,
-                                 workers=settings.render_workers or os.cpu_count() or 1)
+                                 workers=settings.render_workers or os.cpu_count() or 1, alongside=summary_pdf)
+        else:
+            summary_pdf()
+        commit.crash_point("render")
     except BaseException:
         archive.discard_staging(staging)
         raise

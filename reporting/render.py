@@ -52,9 +52,9 @@ import xml.etree.ElementTree as etree
 import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
 import jinja2
@@ -65,7 +65,7 @@ from weasyprint import CSS, HTML, Attachment
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
 from . import charts
-from .errors import LevtrackError, RenderError
+from .errors import RenderError
 from .measures.limits import EXPOSURE_SCALED
 from .schemas import ENTITY_METRIC_COLUMNS
 
@@ -1334,14 +1334,18 @@ def entity_slice(inputs: ReportInputs, entity_ids: Sequence[str]) -> ReportInput
 
 
 def write_entity_reports(inputs: ReportInputs, entity_ids: Sequence[str], folder: Path,
-                         templates_dir: Path, workers: int = 1) -> None:
+                         templates_dir: Path, workers: int = 1,
+                         alongside: Callable[[], None] | None = None) -> None:
     """Write ``<slug>.html`` and ``<slug>.pdf`` of each entity into ``folder``.
 
     WeasyPrint is single-threaded and takes about half a second a report, so with
     ``workers`` > 1 the entities are dealt round-robin to that many spawned processes,
-    each sent only its entities' rows; the bytes are the same either way."""
+    each sent only its entities' rows; the bytes are the same either way. ``alongside``
+    (the summary's PDF) runs in this process while the workers render, else first."""
     ids = list(entity_ids)
     if workers <= 1 or len(ids) < 2 * workers:
+        if alongside is not None:
+            alongside()
         _write_entity_batch(inputs, ids, folder, templates_dir)
         return
     import multiprocessing
@@ -1351,6 +1355,8 @@ def write_entity_reports(inputs: ReportInputs, entity_ids: Sequence[str], folder
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_write_entity_batch, entity_slice(inputs, b), b, folder, templates_dir)
                    for b in batches]
+        if alongside is not None:
+            alongside()
         for future in futures:
             future.result()
 
