@@ -1189,6 +1189,26 @@ def _reduction(limits: list[dict[str, Any]], m: Mapping[str, Any]) -> dict[str, 
     }
 
 
+LONG_TABLE_ROWS = 15
+"""Rows an entity report prints of its per-underlying exposures and its open-interest
+shares, largest first (every instrument over its limit is printed however many there
+are). The rest are summed in one line; every row is in the PDF's CSV attachment, so a
+book holding hundreds of underlyings gets a report of a few pages, not dozens."""
+
+
+def _largest_rows(rows: list[dict[str, Any]], summed: Sequence[str],
+                  keep: Callable[[dict[str, Any]], bool] = lambda r: False
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The first `LONG_TABLE_ROWS` of `rows` (already largest first) and any other that
+    `keep` wants; the rest as their count, their first row and the sums of `summed`."""
+    printed = [i < LONG_TABLE_ROWS or keep(r) for i, r in enumerate(rows)]
+    if all(printed):
+        return rows, None
+    rest = [r for r, p in zip(rows, printed) if not p]
+    sums = {c: math.fsum(v for v in (_number(r[c]) for r in rest) if v is not None) for c in summed}
+    return [r for r, p in zip(rows, printed) if p], {"count": len(rest), "first": rest[0], **sums}
+
+
 def entity_context(inputs: ReportInputs, entity_id: str,
                    env: jinja2.Environment) -> dict[str, Any]:
     """What the entity template sees (exposed for tests and for other renderers)."""
@@ -1235,6 +1255,9 @@ def entity_context(inputs: ReportInputs, entity_id: str,
         share = _number(r["open_interest_share"])
         r["limit_use"] = share / oi_cap if share is not None and oi_cap else None
         r["over_limit"] = r["limit_use"] is not None and r["limit_use"] > 1
+    exposures, exposures_rest = _largest_rows(exposures, ("delta_exposure_usd", "gross_exposure_usd",
+                                                          "gamma_usd", "vega_usd"))
+    concentration, concentration_rest = _largest_rows(concentration, (), keep=lambda r: r["over_limit"])
     gross_limit = by_metric.get("gross_leverage")
     history = own(inputs.metrics_history) if inputs.metrics_history is not None else [m]
     if m and not any(str(r.get("business_date"))[:10] == inputs.business_date.isoformat()
@@ -1259,11 +1282,13 @@ def entity_context(inputs: ReportInputs, entity_id: str,
         var_items=_metric_items(m, VAR_BLOCK),
         limits=limits,
         exposures=exposures,
+        exposures_rest=exposures_rest,
         accounts=accounts,
         stress=stress,
         backtest=backtest,
         flags=flags,
         concentration=concentration,
+        concentration_rest=concentration_rest,
         concentration_given=inputs.concentration is not None,
         oi_limit=oi_limit,
         gross_limit=gross_limit,

@@ -826,3 +826,44 @@ def test_slugged_entity_documents_get_distinct_identifiers(inputs, env):
     ids = {render_entity_html(inputs, eid, env).pdf_identifier for eid in ("E1", "E2", "E3")}
     ids.add(render_summary_html(inputs, env).pdf_identifier)
     assert len(ids) == 4
+
+
+def test_long_tables_print_the_largest_rows_and_sum_the_rest(inputs, env):
+    """40 underlyings and 30 instruments, 20 of them over the 10 % limit: the report prints
+    the 15 largest exposures and a line summing the other 25, every instrument over the
+    limit (more than 15) and a line for the 10 not over it; the CSVs keep every row."""
+    import dataclasses
+
+    n_u = 40
+    gross = [1_000_000.0 - 10_000.0 * i for i in range(n_u)]  # largest first: U00 … U39
+    exposures = pl.DataFrame({
+        "entity_id": ["E1"] * n_u, "underlying": [f"U{i:02d}" for i in range(n_u)],
+        "delta_exposure_usd": [-g if i % 2 else g for i, g in enumerate(gross)],
+        "gross_exposure_usd": gross, "gamma_usd": [1.0] * n_u, "vega_usd": [-2.0] * n_u,
+    })
+    n_i = 30
+    shares = [round(0.30 - 0.01 * i, 4) for i in range(n_i)]  # 30 % … 1 %: over 10 %, the first 20
+    concentration = pl.DataFrame({
+        "business_date": [inputs.business_date] * n_i, "entity_id": ["E1"] * n_i,
+        "instrument_id": [f"I{i:02d}-PERP" for i in range(n_i)], "venue": ["binance"] * n_i,
+        "contracts": [100.0] * n_i, "open_interest": [1000.0] * n_i, "open_interest_share": shares,
+    })
+    big = dataclasses.replace(inputs, exposures=pl.concat([inputs.exposures.filter(pl.col("entity_id") != "E1"),
+                                                           exposures]),
+                              concentration=concentration)
+    html = render_entity_html(big, "E1", env)
+    ex = section(html, "exposures")
+    assert "U14" in ex and "U15" not in ex
+    rest = ex.split('<tr class="rest">')[1].split("</tr>")[0]
+    # U15 … U39: gross Σ(1,000,000 − 10,000 i) = 25,000,000 − 10,000 × 675 = 18,250,000;
+    # delta: 12 pairs (odd short, even long) of −10,000 each, then U39 short −610,000: −730,000
+    assert "25 more underlyings" in rest
+    assert "$18,250,000" in rest and "\u2212$730,000" in rest
+    assert "$25</td>" in rest and "\u2212$50</td>" in rest  # 25 × 1 gamma, 25 × −2 vega
+    conc = section(html, "concentration")
+    printed = re.findall(r"I(\d\d)-PERP", conc)
+    assert printed == [f"{i:02d}" for i in range(20)]  # every one over the limit, though more than 15
+    assert "10 more instruments, none above 10.00 % of its open interest" in conc
+    files = {a.name: a.data for a in html.attachments}
+    assert len(csv_records(files["exposures.csv"])) == n_u
+    assert len(csv_records(files["concentration.csv"])) == n_i
