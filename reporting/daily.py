@@ -95,8 +95,10 @@ def compute(inputs: DailyInputs, validation: ValidationReport, settings: Setting
     kept, quarantined = quarantine(inputs.tables, validation)
     tables = {k: v.drop(ROW, strict=False) for k, v in kept.items()}
     measures = compute_measures(tables, inputs.history, inputs.business_date, settings, timings)
-    measures = replace(measures, flags=pl.concat([measures.flags, quarantine_flags(quarantined)])
-                       .sort("entity_id", "flag"))
+    # The valued lines (2 M rows at scale) feed the measures only: nothing reports or
+    # publishes them, so they stay out of the results the flow caches and passes on.
+    measures = replace(measures, lines=measures.lines.clear(),
+                       flags=pl.concat([measures.flags, quarantine_flags(quarantined)]).sort("entity_id", "flag"))
     with timed(timings, "limits"):
         previous = lake.read_table(settings.lake, "limit_utilization", before=inputs.business_date)
         metrics, utilization = apply_limits(measures, tables["limits"], previous, settings)
