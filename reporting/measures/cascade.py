@@ -2,7 +2,7 @@
 
 After a scenario's shock, every account (`entity_id, venue, account_id`) whose
 equity is at or below its maintenance requirement — maintenance re-tiered at the
-shocked notionals, exactly as `margin._account_surplus` does for the liquidation
+shocked notionals, exactly as `margin._SurplusCurve` does for the liquidation
 distance — is liquidated: its derivatives are closed at the prevailing (shocked)
 prices and the account's whole value is frozen from then on. The liquidated
 contracts move the underlyings further:

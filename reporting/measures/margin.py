@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, DistinctContracts, OptionTerms
+from .exposure import ACCOUNT_KEY, DistinctContracts
 
 
 @dataclass(frozen=True)
@@ -149,43 +149,6 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     )
 
 
-def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: TierTable,
-                     brackets: "Brackets | None" = None):
-    """Return f(s): equity − maintenance per account after a uniform move s (per account).
-
-    Spot and linear contracts revalue exactly (value linear in the price: summed per
-    account once, as `A + B·s`); options by Black-76 full revaluation; notionals move
-    with the price except inverse contracts' USD face; maintenance is re-tiered at the
-    moved notional, line by line (`brackets`: those of `m`'s margined lines, when the
-    caller charges the same lines in many scenarios).
-    """
-    cash = m["is_cash"].to_numpy()
-    v0 = m["value_usd"].to_numpy()
-    group = m["tier_group"].to_numpy()
-    is_spot, is_opt = (m["line_kind"] == "spot").to_numpy(), (m["line_kind"] == "option").to_numpy()
-    slope = np.where(cash | is_opt, 0.0, np.where(is_spot, v0, m["delta_exposure_usd"].to_numpy()))
-    base, linear = np.bincount(acct, v0, minlength=n_acct), np.bincount(acct, slope, minlength=n_acct)
-    opt_acct = acct[is_opt]
-    terms = OptionTerms.of(m.filter(pl.Series(is_opt))) if is_opt.any() else None
-    opt_v0 = terms.value(np.ones((1, 1)))[:, 0] if terms is not None else None
-    margined = np.flatnonzero(group >= 0)
-    mm_acct, mm_moves = acct[margined], ~cash[margined]
-    notional0 = m["notional_usd"].to_numpy()[margined]
-    fixed_notional = ((~is_spot) & (~is_opt) & (m["settlement"] == "inverse").fill_null(False).to_numpy())[margined]
-    brackets = brackets if brackets is not None else tiers.brackets(group[margined], "mm")
-
-    def surplus(s: np.ndarray) -> np.ndarray:
-        value = base + linear * s
-        if terms is not None:
-            shocked = terms.value((1 + s[opt_acct])[:, None])[:, 0]
-            value = value + np.bincount(opt_acct, shocked - opt_v0, minlength=n_acct)
-        move = np.where(mm_moves, s[mm_acct], 0.0)
-        notional = np.where(fixed_notional, notional0, notional0 * np.abs(1 + move))
-        return value - np.bincount(mm_acct, brackets.charge(notional), minlength=n_acct)
-
-    return surplus
-
-
 def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, settings: Settings,
                          tol: float = 1e-10) -> np.ndarray:
     """Smallest uniform adverse move of the account's underlyings that brings equity to maintenance.
@@ -269,8 +232,7 @@ def _bracketed_roots(curve: "_SurplusCurve", ids: np.ndarray, settings: Settings
 
 class _SurplusCurve:
     """Equity − maintenance of every account as a function of the uniform price
-    factor x = 1 + s, for x in [x_lo, x_hi] — the same revaluation as
-    `_account_surplus`, arranged for a search over many accounts.
+    factor x = 1 + s, for x in [x_lo, x_hi], arranged for a search over many accounts.
 
     Spot and linear values are `A + B·(x − 1)` per account. A line whose notional moves
     with the price is charged `N·x·rate_0 − cum_0 + Σ_k step_k·N·max(x − floor_k/N, 0)`:

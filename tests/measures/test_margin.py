@@ -6,7 +6,8 @@ import pytest
 
 from reporting.config import Settings
 from reporting.measures.exposure import build_lines
-from reporting.measures.margin import TierTable, account_margin
+from reporting.measures.exposure import OptionTerms
+from reporting.measures.margin import Brackets, TierTable, account_margin
 
 from .conftest import BUSINESS_DATE
 
@@ -24,6 +25,45 @@ def bracket_sum(notional: float, floors: list[float], rates: list[float]) -> flo
         hi = floors[i + 1] if i + 1 < len(floors) else float("inf")
         total += max(0.0, min(notional, hi) - lo) * rate
     return total
+
+
+# The line-by-line revaluation, kept here as the second implementation the solver is
+# checked against: every line re-tiered at its moved notional, summed per account.
+def _account_surplus(m: pl.DataFrame, acct: np.ndarray, n_acct: int, tiers: TierTable,
+                     brackets: "Brackets | None" = None):
+    """Return f(s): equity − maintenance per account after a uniform move s (per account).
+
+    Spot and linear contracts revalue exactly (value linear in the price: summed per
+    account once, as `A + B·s`); options by Black-76 full revaluation; notionals move
+    with the price except inverse contracts' USD face; maintenance is re-tiered at the
+    moved notional, line by line (`brackets`: those of `m`'s margined lines, when the
+    caller charges the same lines in many scenarios).
+    """
+    cash = m["is_cash"].to_numpy()
+    v0 = m["value_usd"].to_numpy()
+    group = m["tier_group"].to_numpy()
+    is_spot, is_opt = (m["line_kind"] == "spot").to_numpy(), (m["line_kind"] == "option").to_numpy()
+    slope = np.where(cash | is_opt, 0.0, np.where(is_spot, v0, m["delta_exposure_usd"].to_numpy()))
+    base, linear = np.bincount(acct, v0, minlength=n_acct), np.bincount(acct, slope, minlength=n_acct)
+    opt_acct = acct[is_opt]
+    terms = OptionTerms.of(m.filter(pl.Series(is_opt))) if is_opt.any() else None
+    opt_v0 = terms.value(np.ones((1, 1)))[:, 0] if terms is not None else None
+    margined = np.flatnonzero(group >= 0)
+    mm_acct, mm_moves = acct[margined], ~cash[margined]
+    notional0 = m["notional_usd"].to_numpy()[margined]
+    fixed_notional = ((~is_spot) & (~is_opt) & (m["settlement"] == "inverse").fill_null(False).to_numpy())[margined]
+    brackets = brackets if brackets is not None else tiers.brackets(group[margined], "mm")
+
+    def surplus(s: np.ndarray) -> np.ndarray:
+        value = base + linear * s
+        if terms is not None:
+            shocked = terms.value((1 + s[opt_acct])[:, None])[:, 0]
+            value = value + np.bincount(opt_acct, shocked - opt_v0, minlength=n_acct)
+        move = np.where(mm_moves, s[mm_acct], 0.0)
+        notional = np.where(fixed_notional, notional0, notional0 * np.abs(1 + move))
+        return value - np.bincount(mm_acct, brackets.charge(notional), minlength=n_acct)
+
+    return surplus
 
 
 @pytest.mark.parametrize("notional", [0.0, 10_000.0, 50_000.0, 120_000.0, 250_000.0, 1_000_000.0])
@@ -78,7 +118,7 @@ def test_option_account_distance_agrees_with_brute_force(tiny_book):
     lines = build_lines(book, BUSINESS_DATE, settings)
     tiers = TierTable.from_frame(book["margin_tiers"])
     b = account_margin(lines, tiers, settings).filter(pl.col("entity_id") == "B").row(0, named=True)
-    from reporting.measures.margin import _account_surplus, margined_lines
+    from reporting.measures.margin import margined_lines
 
     m = margined_lines(lines.filter(pl.col("entity_id") == "B"), tiers)
     surplus = _account_surplus(m, np.zeros(m.height, dtype=np.int64), 1, tiers)
@@ -140,7 +180,7 @@ def _random_margin_book(seed: int, n_acct: int = 40, per_acct: int = 12, options
 def test_surplus_curve_equals_line_by_line_revaluation(seed):
     """The per-account piecewise-linear curve (+ options) against `_account_surplus`,
     which re-tiers every line at the moved notional."""
-    from reporting.measures.margin import _SurplusCurve, _account_surplus
+    from reporting.measures.margin import _SurplusCurve
 
     m, acct, n, tiers = _random_margin_book(seed)
     curve = _SurplusCurve(m, acct, n, tiers, 0.01, 11.0)
@@ -156,7 +196,7 @@ def test_surplus_curve_equals_line_by_line_revaluation(seed):
 def test_exact_roots_of_linear_accounts_against_a_dense_scan(seed):
     """Without options the root is solved piece by piece: the surplus is 0 there, and a
     dense scan finds no failing move nearer than it on either side."""
-    from reporting.measures.margin import _SurplusCurve, _account_surplus
+    from reporting.measures.margin import _SurplusCurve
 
     m, acct, n, tiers = _random_margin_book(seed, options=False)
     curve = _SurplusCurve(m, acct, n, tiers, 0.01, 11.0)
