@@ -2,7 +2,6 @@
 and the rule, a non-zero exit, and a lake and archive exactly as they were."""
 
 import shutil
-from datetime import date
 from pathlib import Path
 
 import polars as pl

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from datetime import date
 from pathlib import Path
 
 import polars as pl

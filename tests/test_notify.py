@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from .conftest import _free_port, _Inbox
 from aiosmtpd.smtp import AuthResult
 
-from reporting.errors import ConfigError, LevtrackError, NotifyError
+from reporting.errors import ConfigError, LevtrackError
 from reporting.measures.limits import LIMIT_SCHEMA
 from reporting.notify import Notice, NotifyConfig, NotifyError, breach_notice, failure_notice, send
 

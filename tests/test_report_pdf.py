@@ -32,7 +32,6 @@ from reporting.render import (
     backtest_chart,
     csv_bytes,
     csv_cell,
-    entity_slug,
     leverage_chart,
     make_environment,
     render_entity_html,

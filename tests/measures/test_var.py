@@ -1,7 +1,7 @@
 """VaR and ES conventions of data contract section 2.1, against hand counts and numpy."""
 
 import math
-from datetime import date, timedelta
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
