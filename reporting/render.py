@@ -440,7 +440,7 @@ def bar_width(utilization: Any) -> str:
 
 
 def plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
+    return f"{n:,} {one if n == 1 else many}"
 
 
 def verdict(breaches: int, warnings: int, entities: int) -> str:
@@ -449,7 +449,7 @@ def verdict(breaches: int, warnings: int, entities: int) -> str:
         return "No entities reported"
     if breaches == 0 and warnings == 0:
         return ("The only entity is within limits" if entities == 1
-                else f"All {entities} entities within limits")
+                else f"All {entities:,} entities within limits")
     b = plural(breaches, "breach", "breaches") if breaches else "no breaches"
     w = plural(warnings, "warning", "warnings") if warnings else "no warnings"
     text = f"{b} and {w} across {plural(entities, 'entity', 'entities')}"

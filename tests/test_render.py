@@ -312,6 +312,8 @@ def test_other_formats():
 
 def test_verdict():
     assert verdict(3, 2, 25) == "3 breaches and 2 warnings across 25 entities"
+    assert verdict(1_466, 534, 10_000) == "1,466 breaches and 534 warnings across 10,000 entities"
+    assert verdict(0, 0, 12_345) == "All 12,345 entities within limits"
     assert verdict(0, 0, 25) == "All 25 entities within limits"
     assert verdict(1, 0, 2) == "1 breach and no warnings across 2 entities"
     assert verdict(0, 1, 1) == "No breaches and 1 warning across 1 entity"
