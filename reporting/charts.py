@@ -106,7 +106,7 @@ def _n(value: float) -> str:
 # --------------------------------------------------------------------- ticks
 
 
-def axis_money(value: float, _pos: Any = None) -> str:
+def axis_money(value: float) -> str:
     """Tick labels in USD, short: ``$1.25M``, ``−$500k``, ``$0``."""
     a = abs(value)
     for div, suffix in ((1e9, "bn"), (1e6, "M"), (1e3, "k")):
@@ -120,7 +120,7 @@ def axis_money(value: float, _pos: Any = None) -> str:
     return (MINUS if value < 0 else "") + "$" + body
 
 
-def axis_multiple(value: float, _pos: Any = None) -> str:
+def axis_multiple(value: float) -> str:
     """Tick labels of a multiple: ``0×``, ``2.5×``, ``−1×``."""
     body = f"{abs(value):g}"
     return (MINUS if value < 0 and body != "0" else "") + body + TIMES

@@ -651,9 +651,6 @@ def _attachment(name: str, frame: pl.DataFrame | None, sort_by: Sequence[str], w
 # 40 elements and its words are text in the report's embedded DejaVu Sans); here the rows
 # become the series and the title.
 
-CHART_SIZE_MM = charts.CHART_SIZE_MM
-_axis_money = charts.axis_money
-
 
 def backtest_chart(series: Iterable[Mapping[str, Any]]) -> dict[str, str] | None:
     """Daily P&L bars of today's book against the −VaR line, exceptions marked.

@@ -50,7 +50,7 @@ from .exposure import ACCOUNT_KEY, DistinctContracts
 from .margin import TierTable, margined_lines
 from .options import black76_delta
 from .stress import (
-    CORRELATION_ONE_ID, Scenarios, asset_index, correlation_one_matrix, entity_index,
+    CORRELATION_ONE_ID, Scenarios, asset_index, correlation_one_matrix, effective_vol_shift, entity_index,
 )
 
 PRICE_FLOOR = 0.01  # a cascade never takes a price below 1 % of today's close
@@ -254,8 +254,7 @@ def liquidation_cascades(entity_ids: list[str], lines: pl.DataFrame, scenarios: 
     runs: list[tuple[str, str, _Outcome]] = []
     vol, ca = book.contracts.vol[:, 0], book.contract_asset
     for s, (sid, source) in enumerate(scenarios.ids.select("scenario_id", "source").iter_rows()):
-        # the effective vol shift `σ (scale − 1) + shift` of each contract
-        shift = vol * (scenarios.vol_scale[ca, s] - 1.0) + scenarios.vol_shift[ca, s]
+        shift = effective_vol_shift(vol, scenarios.vol_shift[ca, s], scenarios.vol_scale[ca, s])
         runs.append((sid, source, _run(book, scenarios.price[None, :, s], shift, True,
                                        settings.cascade_impact, settings.cascade_max_rounds)))
     if scenarios.worst_move is not None:

@@ -169,12 +169,9 @@ def entity_index(lines: pl.DataFrame, entity_ids: list[str]) -> np.ndarray:
     return lines["entity_id"].replace_strict({e: i for i, e in enumerate(entity_ids)}, return_dtype=pl.Int64).to_numpy()
 
 
-def effective_vol_shift(lines: pl.DataFrame, vol_shift: np.ndarray, vol_scale: np.ndarray) -> np.ndarray:
-    """Per line, the absolute vol shift equivalent to `σ · scale + shift`: `σ (scale − 1) + shift`.
-
-    Broadcasts like `vol_shift` ((n,) or (n, S)); 0 for lines without an implied vol.
-    """
-    sigma = lines["implied_vol"].fill_null(0.0).to_numpy()
+def effective_vol_shift(sigma: np.ndarray, vol_shift: np.ndarray, vol_scale: np.ndarray) -> np.ndarray:
+    """The absolute vol shift equivalent to `σ · scale + shift`: `σ (scale − 1) + shift`,
+    for implied vols `sigma` (n,); broadcasts like `vol_shift` ((n,) or (n, S))."""
     sigma = sigma[:, None] if np.ndim(vol_shift) == 2 else sigma
     return sigma * (vol_scale - 1.0) + vol_shift
 
@@ -207,7 +204,8 @@ def market_line_shocks(lines: pl.DataFrame, scenarios: Scenarios) -> tuple[np.nd
     """(n, S) price move and effective absolute vol shift of each line in each market scenario."""
     a = asset_index(lines, scenarios.assets)
     move = scenarios.price[a]
-    return move, effective_vol_shift(lines, scenarios.vol_shift[a], scenarios.vol_scale[a])
+    sigma = lines["implied_vol"].fill_null(0.0).to_numpy()  # 0 for lines without an implied vol
+    return move, effective_vol_shift(sigma, scenarios.vol_shift[a], scenarios.vol_scale[a])
 
 
 def correlation_one_matrix(lines: pl.DataFrame, entity_ids: list[str], scenarios: Scenarios) -> np.ndarray:
