@@ -19,7 +19,7 @@ from .backtest import backtest
 from .cascade import liquidation_cascades
 from .exposure import build_lines, entity_exposure, exposure_by_underlying, open_interest_share
 from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit
-from .margin import TierTable, account_margin
+from .margin import TierTable, account_margin, margined_lines
 from .stress import build_scenarios, stress_results, worst_stress
 from .var import (
     delta_matrix, ewma_covariance, historical_es, historical_var, implied_vol_matrix, loss_per_unit_gross,
@@ -51,13 +51,14 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
     `timings`, if given, receives the wall time of each measure family (the benchmark's stages)."""
     timings = {} if timings is None else timings
     with timed(timings, "exposure"):
-        lines = build_lines(tables, business_date, settings)
-        entity_ids = sorted(lines["entity_id"].unique().to_list())
+        tiers = TierTable.from_frame(tables["margin_tiers"])
+        lines = margined_lines(build_lines(tables, business_date, settings), tiers)  # keyed once: margin, cascade
+        entity_ids = lines["entity_id"].unique().sort().to_list()
+        assets = lines.select(pl.col("underlying").filter(~pl.col("is_cash")).unique().sort()).to_series().to_list()
         exposures = exposure_by_underlying(lines)
         exposure = entity_exposure(lines, tables["entities"], settings, exposures)
 
     with timed(timings, "margin"):
-        tiers = TierTable.from_frame(tables["margin_tiers"])
         accounts = account_margin(lines, tiers, settings).with_columns(
             business_date=pl.lit(business_date)
         )
@@ -74,11 +75,9 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         max_share = concentration.group_by("entity_id", maintain_order=True).agg(
             max_open_interest_share=pl.col("open_interest_share").max())
     with timed(timings, "var_backtest"):
-        var = _var_family(entity_ids, lines, exposures, history, business_date, settings)
+        var = _var_family(entity_ids, assets, lines, exposures, history, business_date, settings)
     with timed(timings, "stress"):
-        stress_window = return_window(
-            history, sorted(lines.filter(~pl.col("is_cash"))["underlying"].unique().to_list()),
-            business_date, settings.lookback)
+        stress_window = return_window(history, assets, business_date, settings.lookback)
         scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
     with timed(timings, "cascade"):
         cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
@@ -114,8 +113,7 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
     )
 
 
-def _var_family(entity_ids, lines, exposures, history, business_date, settings) -> dict:
-    assets = sorted(lines.filter(~pl.col("is_cash"))["underlying"].unique().to_list())
+def _var_family(entity_ids, assets, lines, exposures, history, business_date, settings) -> dict:
     window = return_window(history, assets, business_date, settings.lookback + settings.backtest_days)
     pnl = scenario_pnl(entity_ids, lines, window)
     n_e, n_t = pnl.shape
@@ -154,7 +152,7 @@ def _var_family(entity_ids, lines, exposures, history, business_date, settings) 
         "var_observations": n_obs,
         "var_loss_per_gross": per_gross,
     }, schema_overrides={"var_observations": pl.Int64}).with_columns(pl.col(pl.Float64).fill_nan(None))
-    at_risk = np.isin(entity_ids, lines.filter(~pl.col("is_cash"))["entity_id"].unique().to_list())
+    at_risk = np.isin(entity_ids, lines.select(pl.col("entity_id").filter(~pl.col("is_cash")).unique()).to_series().to_list())
     summary, series = backtest(entity_ids, pnl, window.dates, settings.lookback, settings.backtest_days,
                                settings.var_confidence, business_date, at_risk)
     return {"metrics": metrics, "backtest": summary, "series": series}

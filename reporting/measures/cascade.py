@@ -46,7 +46,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, DistinctContracts
+from .exposure import DistinctContracts, account_positions
 from .margin import TierTable, margined_lines
 from .options import black76_delta
 from .stress import (
@@ -97,11 +97,8 @@ class _Book:
     def __init__(self, lines: pl.DataFrame, tiers: TierTable, marks: pl.DataFrame,
                  entity_ids: list[str], assets: list[str]):
         self.n, self.n_entity, self.n_asset = lines.height, len(entity_ids), len(assets)
-        keys = lines.select(*ACCOUNT_KEY)
-        index = keys.unique(maintain_order=True).with_row_index("_acct")
-        acct = (keys.join(index, on=list(ACCOUNT_KEY), how="left", maintain_order="left")["_acct"]
-                .to_numpy().astype(np.int64))
-        self.n_acct = index.height
+        rows, acct = account_positions(lines["account_row"])
+        self.n_acct = rows.size
         self.acct = acct
         self.entity = entity_index(lines, entity_ids)
         self.acct_entity = np.zeros(self.n_acct, np.int64)
@@ -140,6 +137,18 @@ class _Book:
         self.notional0 = lines["notional_usd"].to_numpy()
         self.mm_fixed, self.mm_notional0 = self.fixed_notional[margined], self.notional0[margined]
         self.brackets = tiers.brackets(group[margined], "mm")
+        # A cheap upper bound of each account's maintenance at any move (`Brackets.bound`),
+        # summed per (account, underlying): where equity clears it, the account stands
+        # without re-tiering its lines.
+        slope, offset = self.brackets.bound()
+        moving = ~self.mm_fixed
+        mm_pair, mm_pair_of_line = np.unique(self.mm_acct * self.n_asset + self.mm_asset, return_inverse=True)
+        self.bound_acct, self.bound_asset = mm_pair // self.n_asset, mm_pair % self.n_asset
+        self.bound_entity = self.acct_entity[self.bound_acct]
+        self.bound_slope = np.bincount(mm_pair_of_line, np.where(moving, slope * self.mm_notional0, 0.0),
+                                       minlength=mm_pair.size)
+        self.bound_fixed = np.bincount(self.mm_acct, offset + np.where(moving, 0.0, slope * self.mm_notional0),
+                                       minlength=self.n_acct)
         self.can_liquidate = np.bincount(self.mm_acct, (self.mm_notional0 > 0).astype(float),
                                          minlength=self.n_acct) > 0
         oi = (
@@ -173,10 +182,19 @@ class _Book:
             pnl += np.bincount(self.opt_acct, self.opt_units * change, minlength=self.n_acct)
         return pnl
 
-    def maintenance(self, move: np.ndarray) -> np.ndarray:
-        factor = np.abs(1.0 + self._at(move, self.mm_entity, self.mm_asset))
-        notional = np.where(self.mm_fixed, self.mm_notional0, self.mm_notional0 * factor)
-        return np.bincount(self.mm_acct, self.brackets.charge(notional), minlength=self.n_acct)
+    def maintenance_bound(self, move: np.ndarray) -> np.ndarray:
+        """Per account, at least its maintenance at the prices `move` (`Brackets.bound`)."""
+        factor = np.abs(1.0 + self._at(move, self.bound_entity, self.bound_asset))
+        return self.bound_fixed + np.bincount(self.bound_acct, self.bound_slope * factor, minlength=self.n_acct)
+
+    def maintenance(self, move: np.ndarray, accounts: np.ndarray | None = None) -> np.ndarray:
+        """Per account, maintenance re-tiered at the prices `move`; with `accounts` (a
+        mask), only theirs (0 elsewhere)."""
+        lines = slice(None) if accounts is None else np.flatnonzero(accounts[self.mm_acct])
+        factor = np.abs(1.0 + self._at(move, self.mm_entity[lines], self.mm_asset[lines]))
+        notional = np.where(self.mm_fixed[lines], self.mm_notional0[lines], self.mm_notional0[lines] * factor)
+        brackets = self.brackets if accounts is None else self.brackets.take(lines)
+        return np.bincount(self.mm_acct[lines], brackets.charge(notional), minlength=self.n_acct)
 
     def contracts_closed(self, idx: np.ndarray, factor: np.ndarray, contract_shift: np.ndarray) -> np.ndarray:
         """Signed contracts of the derivative lines `idx` at their price `factor`
@@ -207,7 +225,10 @@ def _run(book: _Book, move0: np.ndarray, contract_shift: np.ndarray, market: boo
     move = price - 1.0
     pnl = before = book.account_pnl(move, contract_shift)
     for r in range(1, max_rounds + 1):
-        new = (liq_round == 0) & book.can_liquidate & (book.base + pnl - book.maintenance(move) <= 0)
+        open_ = (liq_round == 0) & book.can_liquidate
+        equity = book.base + pnl
+        at_risk = open_ & (equity - book.maintenance_bound(move) <= 0)  # the rest stand for certain
+        new = at_risk & (equity - book.maintenance(move, at_risk) <= 0)
         if not new.any():
             break
         rounds = r

@@ -25,6 +25,7 @@ LINE_COLUMNS = (
     "settlement", "underlying", "is_cash", "quantity", "contract_size", "mark_price",
     "avg_entry_price", "underlying_price", "strike", "is_call", "years_to_expiry",
     "implied_vol", "value_usd", "delta_exposure_usd", "notional_usd", "gamma_usd", "vega_usd",
+    "entity_row", "account_row", "underlying_row",
 )
 
 
@@ -41,6 +42,10 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
       spot `|amount·price_usd|`.
     * `gamma_usd` (USD per 1 % move, squared-scaled: `q·cs·Γ·S²/100`) and `vega_usd`
       (USD per vol point) for options; 0 elsewhere.
+    * `entity_row`, `account_row`, `underlying_row` — the line's entity, account
+      (`ACCOUNT_KEY`) and underlying as their rank among the book's, in key order: the
+      measures group and index by these integers, found once here, instead of by
+      strings over millions of lines.
     """
     prices = tables["asset_prices"].select("asset", "price_usd")
     cash = list(settings.cash_assets)
@@ -119,7 +124,40 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
         .otherwise((q_cs * pl.col("underlying_price")).abs()),
         gamma_usd=(q_cs * pl.col("bs_gamma") * pl.col("underlying_price") ** 2 / 100.0),
         vega_usd=(q_cs * pl.col("bs_vega") / 100.0),
-    ).select(LINE_COLUMNS)
+    ).pipe(_with_rows).select(LINE_COLUMNS)
+
+
+def _with_rows(lines: pl.DataFrame) -> pl.DataFrame:
+    accounts = (
+        lines.select(ACCOUNT_KEY).unique().sort(ACCOUNT_KEY)
+        .with_columns(entity_row=pl.col("entity_id").rank("dense").cast(pl.Int64) - 1,
+                      account_row=pl.int_range(pl.len(), dtype=pl.Int64))
+    )
+    underlyings = lines.select(pl.col("underlying").unique().sort()).with_columns(
+        underlying_row=pl.int_range(pl.len(), dtype=pl.Int64))
+    return (lines.join(accounts, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
+            .join(underlyings, on="underlying", how="left", maintain_order="left", nulls_equal=True))
+
+
+def pair_key(first: str, second: str) -> pl.Expr:
+    """One integer key for a pair of row columns (`entity_row`, `underlying_row`, ...)."""
+    return pl.col(first) * (pl.col(second).max() + 1) + pl.col(second)
+
+
+def account_positions(account_row: pl.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct accounts of some lines (their `account_row`, ascending, i.e. in
+    account key order) and each line's position among them: a dense index for
+    `np.bincount`, exact for any subset of a book's lines."""
+    rows = np.asarray(account_row, dtype=np.int64)
+    present = np.bincount(rows) > 0 if rows.size else np.zeros(0, bool)
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[rows]
+
+
+def first_of_each(position: np.ndarray, n: int) -> np.ndarray:
+    """The first line of each of `n` groups, given each line's group position."""
+    first = np.full(n, -1, dtype=np.int64)
+    first[position[::-1]] = np.arange(position.size - 1, -1, -1)
+    return first
 
 
 def _option_greeks(lines: pl.DataFrame, is_opt: np.ndarray) -> dict[str, np.ndarray]:
@@ -199,15 +237,18 @@ def exposure_by_underlying(lines: pl.DataFrame) -> pl.DataFrame:
     """Per entity and underlying: net delta exposure, gross (sum of |line delta|), and the
     options' dollar gamma (per 1 % move) and vega (per vol point)."""
     return (
-        lines.filter(~pl.col("is_cash"))
-        .group_by("entity_id", "underlying", maintain_order=True)
+        lines.select("entity_id", "underlying", "delta_exposure_usd", "gamma_usd", "vega_usd",
+                     key=pair_key("entity_row", "underlying_row"))
+        .filter(~lines["is_cash"])
+        .group_by("key", maintain_order=True)
         .agg(
+            pl.col("entity_id", "underlying").first(),
             delta_exposure_usd=pl.col("delta_exposure_usd").sum(),
             gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
             gamma_usd=pl.col("gamma_usd").sum(),
             vega_usd=pl.col("vega_usd").sum(),
         )
-        .sort("entity_id", "underlying")
+        .sort("key").drop("key")
     )
 
 
@@ -215,7 +256,7 @@ def open_interest_share(lines: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFram
     """Per entity and instrument: contracts held (Σ |quantity| over its accounts) as a
     fraction of the instrument's open interest, where open interest is given and > 0."""
     return (
-        lines.filter(pl.col("line_kind") != "spot")
+        lines.select("entity_id", "instrument_id", "venue", "quantity").filter(lines["line_kind"] != "spot")
         .group_by("entity_id", "instrument_id", "venue", maintain_order=True)
         .agg(contracts=pl.col("quantity").abs().sum())
         .join(marks.select("instrument_id", "open_interest"), on="instrument_id", how="left", maintain_order="left")
@@ -237,14 +278,15 @@ def entity_exposure(lines: pl.DataFrame, capital: pl.DataFrame, settings: Settin
     """
     per_underlying = exposure_by_underlying(lines) if per_underlying is None else per_underlying
     net = per_underlying.group_by("entity_id", maintain_order=True).agg(net_exposure_usd=pl.col("delta_exposure_usd").abs().sum())
-    base = lines.group_by("entity_id", maintain_order=True).agg(
+    base = lines.group_by("entity_row", maintain_order=True).agg(
+        pl.col("entity_id").first(),
         equity_usd=pl.col("value_usd").sum(),
         gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
         on_balance_sheet_usd=pl.when(pl.col("line_kind") == "spot").then(pl.col("value_usd").clip(lower_bound=0.0)).otherwise(0.0).sum(),
     )
     derivs = derivatives_exposure(lines, settings)
     out = (
-        base.join(net, on="entity_id", how="left", maintain_order="left")
+        base.drop("entity_row").join(net, on="entity_id", how="left", maintain_order="left")
         .join(derivs, on="entity_id", how="left", maintain_order="left")
         .join(capital.select("entity_id", "tier1_capital_usd"), on="entity_id", how="left", maintain_order="left")
         .with_columns(
@@ -276,18 +318,22 @@ def derivatives_exposure(lines: pl.DataFrame, settings: Settings) -> pl.DataFram
     """
     floor = settings.saccr_min_maturity_days / 365.0
     rho = settings.saccr_correlation
-    d = lines.filter(pl.col("line_kind") != "spot").with_columns(
-        mf=pl.col("years_to_expiry").fill_null(1.0).clip(floor, 1.0).sqrt()
-    )
-    addon_k = d.group_by(*ACCOUNT_KEY, "underlying", maintain_order=True).agg(
+    d = lines.select(
+        "entity_id", "account_row", "delta_exposure_usd", "value_usd",
+        key=pair_key("account_row", "underlying_row"),
+        mf=pl.col("years_to_expiry").fill_null(1.0).clip(floor, 1.0).sqrt(),
+    ).filter(lines["line_kind"] != "spot")
+    addon_k = d.group_by("key", maintain_order=True).agg(
+        pl.col("account_row").first(),
         addon=(pl.col("delta_exposure_usd") * pl.col("mf")).sum() * settings.saccr_supervisory_factor
     )
-    pfe = addon_k.group_by(*ACCOUNT_KEY, maintain_order=True).agg(
+    pfe = addon_k.group_by("account_row", maintain_order=True).agg(
         pfe=((rho * pl.col("addon").sum()) ** 2 + (1 - rho**2) * (pl.col("addon") ** 2).sum()).sqrt()
     )
-    rc = d.group_by(*ACCOUNT_KEY, maintain_order=True).agg(rc=pl.col("value_usd").sum().clip(lower_bound=0.0))
+    rc = d.group_by("account_row", maintain_order=True).agg(
+        pl.col("entity_id").first(), rc=pl.col("value_usd").sum().clip(lower_bound=0.0))
     return (
-        rc.join(pfe, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
+        rc.join(pfe, on="account_row", how="left", maintain_order="left")
         .group_by("entity_id", maintain_order=True)
         .agg(
             derivatives_rc_usd=pl.col("rc").sum(),

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, DistinctContracts
+from .exposure import ACCOUNT_KEY, DistinctContracts, account_positions, first_of_each, pair_key
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,26 @@ class Brackets:
             out += above
         return np.where(self.has, out, 0.0)
 
+    def bound(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per line, `(slope, offset)` with `charge(N) ≤ slope · N + offset` for every
+        N ≥ 0: each step term `step · max(N − floor, 0)` is at most
+        `max(step, 0) · (N + max(−floor, 0))`."""
+        up = np.maximum(self.steps, 0.0)
+        slope = self.rate0 + up.sum(axis=0)
+        offset = -self.cum0 + (up * np.maximum(-np.where(np.isfinite(self.floors), self.floors, 0.0), 0.0)).sum(axis=0)
+        return np.where(self.has, slope, 0.0), np.where(self.has, offset, 0.0)
+
+    def take(self, lines: np.ndarray) -> "Brackets":
+        """The brackets of the lines `lines` only."""
+        return Brackets(self.rate0[lines], self.cum0[lines], self.floors[:, lines], self.steps[:, lines],
+                        self.has[lines])
+
 
 def margined_lines(lines: pl.DataFrame, tiers: TierTable) -> pl.DataFrame:
-    """Attach each line's tier group (−1 where it carries no margin)."""
+    """Attach each line's tier group (−1 where it carries no margin); lines that have
+    one already (the book's, keyed once for margin and cascade) are returned as given."""
+    if "tier_group" in lines.columns:
+        return lines
     keyed = lines.join(tiers.keys, on=["venue", "instrument_type"], how="left", maintain_order="left")
     no_margin = (
         pl.col("tier_group").is_null()
@@ -118,28 +135,27 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     m = margined_lines(lines, tiers)
     group = m["tier_group"].to_numpy()
     notional = m["notional_usd"].to_numpy()
-    m = m.with_columns(
-        initial_margin_usd=pl.Series(tiers.charge(notional, group, "im")),
-        maintenance_margin_usd=pl.Series(tiers.charge(notional, group, "mm")),
+    rows, acct = account_positions(m["account_row"])
+    n = rows.size
+    delta = m["delta_exposure_usd"].to_numpy()
+    # net: Σ over underlyings of |Σ delta| within the account (cash carries no delta)
+    pair = (
+        m.select("account_row", "delta_exposure_usd", key=pair_key("account_row", "underlying_row"))
+        .filter(~m["is_cash"])
+        .group_by("key", maintain_order=True).agg(pl.col("account_row").first(), pl.col("delta_exposure_usd").sum())
     )
-    net = (
-        m.filter(~pl.col("is_cash")).group_by(*ACCOUNT_KEY, "underlying", maintain_order=True)
-        .agg(pl.col("delta_exposure_usd").sum().abs()).group_by(*ACCOUNT_KEY, maintain_order=True)
-        .agg(net_exposure_usd=pl.col("delta_exposure_usd").sum())
+    net = np.bincount(np.searchsorted(rows, pair["account_row"].to_numpy()),
+                      np.abs(pair["delta_exposure_usd"].to_numpy()), minlength=n)
+    sums = {
+        "equity_usd": m["value_usd"].to_numpy(), "gross_exposure_usd": np.abs(delta),
+        "initial_margin_usd": tiers.charge(notional, group, "im"),
+        "maintenance_margin_usd": tiers.charge(notional, group, "mm"),
+    }
+    acc = m.select(pl.col(ACCOUNT_KEY).gather(first_of_each(acct, n))).with_columns(
+        *(pl.Series(name, np.bincount(acct, v, minlength=n)) for name, v in sums.items()),
+        pl.Series("net_exposure_usd", net),
     )
-    acc = (
-        m.group_by(*ACCOUNT_KEY, maintain_order=True)
-        .agg(
-            equity_usd=pl.col("value_usd").sum(),
-            gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
-            initial_margin_usd=pl.col("initial_margin_usd").sum(),
-            maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
-        )
-        .join(net, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
-        .with_columns(pl.col("net_exposure_usd").fill_null(0.0))
-        .sort(*ACCOUNT_KEY)
-    )
-    distance = liquidation_distance(m, acc, tiers, settings)
+    distance = liquidation_distance(m, acct, acc, tiers, settings)
     solvent = pl.col("equity_usd") > 0
     return acc.with_columns(
         gross_leverage=pl.when(solvent).then(pl.col("gross_exposure_usd") / pl.col("equity_usd")),
@@ -149,11 +165,12 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     )
 
 
-def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, settings: Settings,
-                         tol: float = 1e-10) -> np.ndarray:
+def liquidation_distance(m: pl.DataFrame, acct: np.ndarray, acc: pl.DataFrame, tiers: TierTable,
+                         settings: Settings, tol: float = 1e-10) -> np.ndarray:
     """Smallest uniform adverse move of the account's underlyings that brings equity to maintenance.
 
-    Searched in both directions — down to −99 % and up to
+    `acct` is each line's row in `acc` (`account_positions`). Searched in both
+    directions — down to −99 % and up to
     `settings.liquidation_search_max_up` — taking the nearer root. Without options an
     account's surplus is piecewise linear in the move (`_SurplusCurve`), so its first
     root either way is found exactly, piece by piece. With options it is solved by a
@@ -163,8 +180,6 @@ def liquidation_distance(m: pl.DataFrame, acc: pl.DataFrame, tiers: TierTable, s
     `tol`. 0 when equity is already at or below maintenance; null when the account
     carries no maintenance requirement or no move in range liquidates it.
     """
-    index = acc.select(*ACCOUNT_KEY).with_row_index("_acct")
-    acct = m.join(index, on=list(ACCOUNT_KEY), how="left", maintain_order="left")["_acct"].to_numpy().astype(np.int64)
     n = acc.height
     has_mm = acc["maintenance_margin_usd"].to_numpy() > 0
     curve = _SurplusCurve(m, acct, n, tiers, 1.0 - 0.99, 1.0 + settings.liquidation_search_max_up)

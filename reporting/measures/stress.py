@@ -140,7 +140,7 @@ def build_scenarios(reference: pl.DataFrame, lines: pl.DataFrame, settings: Sett
     return in it.
     """
     cash = settings.cash_assets
-    assets = sorted(set(lines["underlying"].to_list()))
+    assets = lines["underlying"].unique().sort().to_list()
     parts = []
     for source, table in (("reference", reference), ("builtin", builtin_scenarios(settings))):
         ids, assets, price, vol, scale = shock_matrix(table, assets, cash)

@@ -129,7 +129,9 @@ def scenario_pnl(
         return pnl  # no risky asset: the book's PnL is zero every day
     e_index = {e: i for i, e in enumerate(entity_ids)}
     a_index = {a: i for i, a in enumerate(window.assets)}
-    risky = lines.filter(~pl.col("is_cash") & pl.col("underlying").is_in(window.assets))
+    risky = lines.select("entity_id", "underlying", "line_kind", "delta_exposure_usd", "quantity", "contract_size",
+                         "underlying_price", "strike", "years_to_expiry", "implied_vol", "is_call").filter(
+        ~lines["is_cash"] & lines["underlying"].is_in(window.assets))
     e_col = risky["entity_id"].replace_strict(e_index, return_dtype=pl.Int64).to_numpy()
     a_col = risky["underlying"].replace_strict(a_index, return_dtype=pl.Int64).to_numpy()
     is_opt = (risky["line_kind"] == "option").to_numpy()
@@ -194,7 +196,8 @@ def loss_per_unit_gross(exposure: np.ndarray, gross: np.ndarray, ewma_cov: np.nd
 def implied_vol_matrix(entity_ids: list[str], assets: list[str], lines: pl.DataFrame) -> np.ndarray:
     """Entities × assets daily implied vol (|vega|-weighted mean of the entity's options; NaN: none)."""
     out = np.full((len(entity_ids), len(assets)), np.nan)
-    opts = lines.filter((pl.col("line_kind") == "option") & pl.col("underlying").is_in(assets))
+    opts = lines.select("entity_id", "underlying", "implied_vol", "vega_usd").filter(
+        (lines["line_kind"] == "option") & lines["underlying"].is_in(assets))
     if opts.is_empty() or not assets:
         return out
     iv = opts.group_by("entity_id", "underlying", maintain_order=True).agg(

@@ -219,3 +219,31 @@ def test_exact_roots_of_linear_accounts_against_a_dense_scan(seed):
         sides = [s for s in (-d, d) if (s > -0.99 - 1e-12) and s <= 10.0]
         assert min(abs(f(np.array([s]))[0]) for s in sides) < 1e-6 * (1 + np.abs(m["value_usd"].to_numpy()[one]).sum())
     assert checked >= 2
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_bracket_bound_is_above_the_charge_everywhere(seed):
+    """The cascade skips re-tiering an account whose equity clears `Brackets.bound`:
+    the bound must hold for every notional, including falling rates and a floor above
+    zero for the first tier, and be exact for a single flat tier."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(6):
+        floors = np.concatenate([[rng.choice([0.0, 1e4])], np.sort(rng.uniform(1e4, 1e7, 3))])
+        rates = rng.uniform(0.001, 0.2, 4)  # not sorted: a venue may lower a rate
+        rows += [{"venue": f"V{g}", "instrument_type": "perpetual", "notional_floor_usd": f,
+                  "initial_margin_rate": r, "maintenance_margin_rate": r / 2} for f, r in zip(floors, rates)]
+    rows += [{"venue": "FLAT", "instrument_type": "perpetual", "notional_floor_usd": 0.0,
+              "initial_margin_rate": 0.1, "maintenance_margin_rate": 0.05}]
+    tiers = TierTable.from_frame(pl.DataFrame(rows))
+    n = 20_000
+    group = rng.integers(-1, tiers.keys.height, n)
+    brackets = tiers.brackets(group, "mm")
+    slope, offset = brackets.bound()
+    for notional in (rng.uniform(0, 2e7, n), rng.uniform(0, 2e4, n), np.zeros(n)):
+        charge = brackets.charge(notional)
+        assert np.all(charge <= slope * notional + offset + 1e-9 * np.maximum(1.0, np.abs(charge)))
+    flat = group == tiers.keys["venue"].to_list().index("FLAT")
+    x = rng.uniform(0, 1e8, n)
+    assert np.allclose((slope * x + offset)[flat], 0.05 * x[flat], rtol=1e-12)
+    assert np.all(slope[group < 0] == 0) and np.all(offset[group < 0] == 0)
