@@ -1,10 +1,18 @@
 """Sums of line figures by entity, account or (entity, asset): the one place lines are
 aggregated in numpy. `np.add.at` is unbuffered and slow on millions of lines; a
-bincount or a sparse product is fast and sums in line order (deterministic)."""
+bincount or a sparse product is fast and sums in line order (deterministic).
+
+Groups are integer keys (the lines' `entity_row`, `account_row`, `underlying_row`,
+... from `exposure.build_lines`, or a pair of them as one `pair_key`): grouping by
+an integer is a bincount, where grouping by strings hashes millions of them.
+"""
 
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import numpy as np
+import polars as pl
 from scipy import sparse
 
 
@@ -24,3 +32,59 @@ def group_sum(index: np.ndarray | tuple[np.ndarray, np.ndarray], values: np.ndar
         return np.bincount(index, values, minlength=shape)
     lines = sparse.csr_matrix((np.ones(index.size), (index, np.arange(index.size))), shape=(shape, index.size))
     return np.asarray(lines @ values)
+
+
+def pair_key(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """One integer per pair of non-negative integer keys, ordered as the pairs are."""
+    first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    return first * (int(second.max(initial=-1)) + 1) + second
+
+
+def positions(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct keys (ascending) and each line's group number among them: dense
+    group numbers for `group_sum`. Exact for any subset of lines."""
+    key = np.asarray(key, np.int64)
+    if key.size == 0:
+        return key, key
+    if key.max() < 4 * key.size + 1024:  # a bincount over the key range beats a sort
+        present = np.bincount(key) > 0
+        return np.flatnonzero(present), (np.cumsum(present) - 1)[key]
+    distinct, number = np.unique(key, return_inverse=True)
+    return distinct, number.reshape(-1)
+
+
+def first_lines(number: np.ndarray, n: int) -> np.ndarray:
+    """The first line of each of `n` groups, given each line's group number."""
+    first = np.full(n, -1, dtype=np.int64)
+    first[number[::-1]] = np.arange(number.size - 1, -1, -1)
+    return first
+
+
+def grouped(frame: pl.DataFrame, key: np.ndarray, labels: Sequence[str],
+            sums: Mapping[str, np.ndarray]) -> tuple[pl.DataFrame, np.ndarray]:
+    """One row per distinct `key`, in key order: the `labels` columns of its first line
+    of `frame` and the Σ of each of `sums` (per line). Also returns each line's row."""
+    distinct, number = positions(key)
+    out = frame.select(pl.col(labels).gather(first_lines(number, distinct.size)))
+    return out.with_columns(pl.Series(name, group_sum(number, v, distinct.size)) for name, v in sums.items()), number
+
+
+def asset_index(lines: pl.DataFrame, assets: list[str]) -> np.ndarray:
+    """Row of each line's underlying in `assets`."""
+    return _index_of(lines, "underlying", "underlying_row", assets)
+
+
+def entity_index(lines: pl.DataFrame, entity_ids: list[str]) -> np.ndarray:
+    """Row of each line's entity in `entity_ids`."""
+    return _index_of(lines, "entity_id", "entity_row", entity_ids)
+
+
+def _index_of(lines: pl.DataFrame, label: str, row: str, names: list[str]) -> np.ndarray:
+    """Each line's `label` as its position in `names`: looked up once per distinct
+    `row` (the line's integer key from `build_lines`), not once per line."""
+    index = {name: i for i, name in enumerate(names)}
+    if row not in lines.columns:
+        return lines[label].replace_strict(index, return_dtype=pl.Int64).to_numpy()
+    distinct, number = positions(lines[row].to_numpy())
+    labels = lines[label].gather(first_lines(number, distinct.size))
+    return labels.replace_strict(index, return_dtype=pl.Int64).to_numpy()[number]

@@ -6,6 +6,7 @@ lives in its own module and is tested there.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -58,31 +59,33 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         exposures = exposure_by_underlying(lines)
         exposure = entity_exposure(lines, tables["entities"], settings, exposures)
 
-    with timed(timings, "margin"):
-        accounts = account_margin(lines, tiers, settings).with_columns(
-            business_date=pl.lit(business_date)
+    # The VaR family reads only the lines, exposures and history: it runs in a second
+    # thread while margin and the cascade run here. Both spend their time in numpy and
+    # polars, which release the GIL, so on two cores the families overlap.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="var-family") as pool:
+        var_future = pool.submit(_timed_call, timings, "var_backtest", _var_family,
+                                 entity_ids, assets, lines, exposures, history, business_date, settings)
+        with timed(timings, "margin"):
+            accounts = account_margin(lines, tiers, settings).with_columns(business_date=pl.lit(business_date))
+        margin = accounts.group_by("entity_id", maintain_order=True).agg(
+            initial_margin_usd=pl.col("initial_margin_usd").sum(),
+            maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
+            margin_utilization=pl.when(pl.col("under_water").any()).then(None).otherwise(pl.col("margin_utilization").max()),
+            liquidation_distance=pl.col("liquidation_distance").min(),
+            accounts_under_water=pl.col("under_water").sum(),
         )
-    margin = accounts.group_by("entity_id", maintain_order=True).agg(
-        initial_margin_usd=pl.col("initial_margin_usd").sum(),
-        maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
-        margin_utilization=pl.when(pl.col("under_water").any()).then(None).otherwise(pl.col("margin_utilization").max()),
-        liquidation_distance=pl.col("liquidation_distance").min(),
-        accounts_under_water=pl.col("under_water").sum(),
-    )
-
-    with timed(timings, "exposure"):
-        concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
-        max_share = concentration.group_by("entity_id", maintain_order=True).agg(
-            max_open_interest_share=pl.col("open_interest_share").max())
-    with timed(timings, "var_backtest"):
-        var = _var_family(entity_ids, assets, lines, exposures, history, business_date, settings)
-    with timed(timings, "stress"):
-        stress_window = return_window(history, assets, business_date, settings.lookback)
-        scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
-    with timed(timings, "cascade"):
-        cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
-    with timed(timings, "stress"):
-        stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
+        with timed(timings, "exposure"):
+            concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
+            max_share = concentration.group_by("entity_id", maintain_order=True).agg(
+                max_open_interest_share=pl.col("open_interest_share").max())
+        with timed(timings, "stress"):
+            stress_window = return_window(history, assets, business_date, settings.lookback)
+            scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
+        with timed(timings, "cascade"):
+            cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
+        with timed(timings, "stress"):
+            stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
+        var = var_future.result()
 
     metrics = (
         exposure.join(margin, on="entity_id", how="left", maintain_order="left")
@@ -111,6 +114,11 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         backtest_series=var["series"],
         flags=flags,
     )
+
+
+def _timed_call(timings: dict[str, float], stage: str, fn, *args):
+    with timed(timings, stage):
+        return fn(*args)
 
 
 def _var_family(entity_ids, assets, lines, exposures, history, business_date, settings) -> dict:

@@ -46,12 +46,11 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import DistinctContracts, account_positions
+from .aggregate import asset_index, entity_index, positions
+from .exposure import DistinctContracts
 from .margin import TierTable, margined_lines
 from .options import black76_delta
-from .stress import (
-    CORRELATION_ONE_ID, Scenarios, asset_index, correlation_one_matrix, effective_vol_shift, entity_index,
-)
+from .stress import CORRELATION_ONE_ID, Scenarios, correlation_one_matrix, effective_vol_shift
 
 PRICE_FLOOR = 0.01  # a cascade never takes a price below 1 % of today's close
 
@@ -97,7 +96,7 @@ class _Book:
     def __init__(self, lines: pl.DataFrame, tiers: TierTable, marks: pl.DataFrame,
                  entity_ids: list[str], assets: list[str]):
         self.n, self.n_entity, self.n_asset = lines.height, len(entity_ids), len(assets)
-        rows, acct = account_positions(lines["account_row"])
+        rows, acct = positions(lines["account_row"].to_numpy())
         self.n_acct = rows.size
         self.acct = acct
         self.entity = entity_index(lines, entity_ids)

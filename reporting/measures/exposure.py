@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
+from .aggregate import group_sum, grouped, pair_key
 from .options import black76_delta, black76_gamma, black76_price, black76_vega
 
 ACCOUNT_KEY = ("entity_id", "venue", "account_id")
@@ -25,7 +26,7 @@ LINE_COLUMNS = (
     "settlement", "underlying", "is_cash", "quantity", "contract_size", "mark_price",
     "avg_entry_price", "underlying_price", "strike", "is_call", "years_to_expiry",
     "implied_vol", "value_usd", "delta_exposure_usd", "notional_usd", "gamma_usd", "vega_usd",
-    "entity_row", "account_row", "underlying_row",
+    "entity_row", "account_row", "venue_row", "underlying_row", "instrument_row",
 )
 
 
@@ -42,9 +43,10 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
       spot `|amount·price_usd|`.
     * `gamma_usd` (USD per 1 % move, squared-scaled: `q·cs·Γ·S²/100`) and `vega_usd`
       (USD per vol point) for options; 0 elsewhere.
-    * `entity_row`, `account_row`, `underlying_row` — the line's entity, account
-      (`ACCOUNT_KEY`) and underlying as their rank among the book's, in key order: the
-      measures group and index by these integers, found once here, instead of by
+    * `entity_row`, `account_row`, `venue_row`, `underlying_row`, `instrument_row` —
+      the line's entity, account (`ACCOUNT_KEY`), venue, underlying and instrument
+      (null for balances) as their rank among the book's, in key order: the measures
+      group by these integers (`aggregate.grouped`), found once here, instead of by
       strings over millions of lines.
     """
     prices = tables["asset_prices"].select("asset", "price_usd")
@@ -128,36 +130,21 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
 
 
 def _with_rows(lines: pl.DataFrame) -> pl.DataFrame:
-    accounts = (
-        lines.select(ACCOUNT_KEY).unique().sort(ACCOUNT_KEY)
-        .with_columns(entity_row=pl.col("entity_id").rank("dense").cast(pl.Int64) - 1,
-                      account_row=pl.int_range(pl.len(), dtype=pl.Int64))
+    keys = lines.select(ACCOUNT_KEY)
+    accounts = keys.unique().sort(ACCOUNT_KEY).with_columns(
+        entity_row=pl.col("entity_id").rank("dense").cast(pl.Int64) - 1,
+        account_row=pl.int_range(pl.len(), dtype=pl.Int64),
+        venue_row=pl.col("venue").rank("dense").cast(pl.Int64) - 1,
     )
-    underlyings = lines.select(pl.col("underlying").unique().sort()).with_columns(
-        underlying_row=pl.int_range(pl.len(), dtype=pl.Int64))
-    return (lines.join(accounts, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
-            .join(underlyings, on="underlying", how="left", maintain_order="left", nulls_equal=True))
+    rows = keys.join(accounts, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
 
+    def rank(column: str) -> pl.Series:
+        values = lines.select(column)
+        index = values.unique().drop_nulls().sort(column).with_columns(row=pl.int_range(pl.len(), dtype=pl.Int64))
+        return values.join(index, on=column, how="left", maintain_order="left")["row"]
 
-def pair_key(first: str, second: str) -> pl.Expr:
-    """One integer key for a pair of row columns (`entity_row`, `underlying_row`, ...)."""
-    return pl.col(first) * (pl.col(second).max() + 1) + pl.col(second)
-
-
-def account_positions(account_row: pl.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct accounts of some lines (their `account_row`, ascending, i.e. in
-    account key order) and each line's position among them: a dense index for
-    `np.bincount`, exact for any subset of a book's lines."""
-    rows = np.asarray(account_row, dtype=np.int64)
-    present = np.bincount(rows) > 0 if rows.size else np.zeros(0, bool)
-    return np.flatnonzero(present), (np.cumsum(present) - 1)[rows]
-
-
-def first_of_each(position: np.ndarray, n: int) -> np.ndarray:
-    """The first line of each of `n` groups, given each line's group position."""
-    first = np.full(n, -1, dtype=np.int64)
-    first[position[::-1]] = np.arange(position.size - 1, -1, -1)
-    return first
+    return lines.with_columns(rows["entity_row", "account_row", "venue_row"],
+                              underlying_row=rank("underlying"), instrument_row=rank("instrument_id"))
 
 
 def _option_greeks(lines: pl.DataFrame, is_opt: np.ndarray) -> dict[str, np.ndarray]:
@@ -236,35 +223,30 @@ def option_value_usd(lines: pl.DataFrame, spot_factor: np.ndarray, vol_shift: np
 def exposure_by_underlying(lines: pl.DataFrame) -> pl.DataFrame:
     """Per entity and underlying: net delta exposure, gross (sum of |line delta|), and the
     options' dollar gamma (per 1 % move) and vega (per vol point)."""
-    return (
-        lines.select("entity_id", "underlying", "delta_exposure_usd", "gamma_usd", "vega_usd",
-                     key=pair_key("entity_row", "underlying_row"))
-        .filter(~lines["is_cash"])
-        .group_by("key", maintain_order=True)
-        .agg(
-            pl.col("entity_id", "underlying").first(),
-            delta_exposure_usd=pl.col("delta_exposure_usd").sum(),
-            gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
-            gamma_usd=pl.col("gamma_usd").sum(),
-            vega_usd=pl.col("vega_usd").sum(),
-        )
-        .sort("key").drop("key")
-    )
+    x = lines.select("entity_id", "underlying", "entity_row", "underlying_row", "delta_exposure_usd",
+                     "gamma_usd", "vega_usd").filter(~lines["is_cash"])
+    delta = x["delta_exposure_usd"].to_numpy()
+    return grouped(x, pair_key(x["entity_row"].to_numpy(), x["underlying_row"].to_numpy()),
+                   ("entity_id", "underlying"),
+                   {"delta_exposure_usd": delta, "gross_exposure_usd": np.abs(delta),
+                    "gamma_usd": x["gamma_usd"].to_numpy(), "vega_usd": x["vega_usd"].to_numpy()})[0]
 
 
 def open_interest_share(lines: pl.DataFrame, marks: pl.DataFrame) -> pl.DataFrame:
     """Per entity and instrument: contracts held (Σ |quantity| over its accounts) as a
     fraction of the instrument's open interest, where open interest is given and > 0."""
+    x = lines.select("entity_id", "instrument_id", "venue", "entity_row", "instrument_row", "venue_row",
+                     "quantity").filter(lines["line_kind"] != "spot")
+    key = pair_key(pair_key(x["entity_row"].to_numpy(), x["instrument_row"].to_numpy()), x["venue_row"].to_numpy())
+    held, _ = grouped(x, key, ("entity_id", "instrument_id", "venue"),
+                      {"contracts": np.abs(x["quantity"].to_numpy())})
     return (
-        lines.select("entity_id", "instrument_id", "venue", "quantity").filter(lines["line_kind"] != "spot")
-        .group_by("entity_id", "instrument_id", "venue", maintain_order=True)
-        .agg(contracts=pl.col("quantity").abs().sum())
-        .join(marks.select("instrument_id", "open_interest"), on="instrument_id", how="left", maintain_order="left")
+        held.join(marks.select("instrument_id", "open_interest"), on="instrument_id", how="left",
+                  maintain_order="left")
         .with_columns(
             open_interest_share=pl.when(pl.col("open_interest") > 0)
             .then(pl.col("contracts") / pl.col("open_interest"))
         )
-        .sort("entity_id", "instrument_id", "venue")
     )
 
 
@@ -278,15 +260,15 @@ def entity_exposure(lines: pl.DataFrame, capital: pl.DataFrame, settings: Settin
     """
     per_underlying = exposure_by_underlying(lines) if per_underlying is None else per_underlying
     net = per_underlying.group_by("entity_id", maintain_order=True).agg(net_exposure_usd=pl.col("delta_exposure_usd").abs().sum())
-    base = lines.group_by("entity_row", maintain_order=True).agg(
-        pl.col("entity_id").first(),
-        equity_usd=pl.col("value_usd").sum(),
-        gross_exposure_usd=pl.col("delta_exposure_usd").abs().sum(),
-        on_balance_sheet_usd=pl.when(pl.col("line_kind") == "spot").then(pl.col("value_usd").clip(lower_bound=0.0)).otherwise(0.0).sum(),
-    )
+    value = lines["value_usd"].to_numpy()
+    spot = (lines["line_kind"] == "spot").to_numpy()
+    base, _ = grouped(lines, lines["entity_row"].to_numpy(), ("entity_id",), {
+        "equity_usd": value, "gross_exposure_usd": np.abs(lines["delta_exposure_usd"].to_numpy()),
+        "on_balance_sheet_usd": np.where(spot, np.maximum(value, 0.0), 0.0),
+    })
     derivs = derivatives_exposure(lines, settings)
     out = (
-        base.drop("entity_row").join(net, on="entity_id", how="left", maintain_order="left")
+        base.join(net, on="entity_id", how="left", maintain_order="left")
         .join(derivs, on="entity_id", how="left", maintain_order="left")
         .join(capital.select("entity_id", "tier1_capital_usd"), on="entity_id", how="left", maintain_order="left")
         .with_columns(
@@ -318,26 +300,19 @@ def derivatives_exposure(lines: pl.DataFrame, settings: Settings) -> pl.DataFram
     """
     floor = settings.saccr_min_maturity_days / 365.0
     rho = settings.saccr_correlation
-    d = lines.select(
-        "entity_id", "account_row", "delta_exposure_usd", "value_usd",
-        key=pair_key("account_row", "underlying_row"),
-        mf=pl.col("years_to_expiry").fill_null(1.0).clip(floor, 1.0).sqrt(),
-    ).filter(lines["line_kind"] != "spot")
-    addon_k = d.group_by("key", maintain_order=True).agg(
-        pl.col("account_row").first(),
-        addon=(pl.col("delta_exposure_usd") * pl.col("mf")).sum() * settings.saccr_supervisory_factor
-    )
-    pfe = addon_k.group_by("account_row", maintain_order=True).agg(
-        pfe=((rho * pl.col("addon").sum()) ** 2 + (1 - rho**2) * (pl.col("addon") ** 2).sum()).sqrt()
-    )
-    rc = d.group_by("account_row", maintain_order=True).agg(
-        pl.col("entity_id").first(), rc=pl.col("value_usd").sum().clip(lower_bound=0.0))
-    return (
-        rc.join(pfe, on="account_row", how="left", maintain_order="left")
-        .group_by("entity_id", maintain_order=True)
-        .agg(
-            derivatives_rc_usd=pl.col("rc").sum(),
-            derivatives_pfe_usd=pl.col("pfe").sum(),
-            derivatives_exposure_usd=(settings.saccr_alpha * (pl.col("rc") + pl.col("pfe"))).sum(),
-        )
-    )
+    d = lines.select("entity_id", "entity_row", "account_row", "underlying_row", "delta_exposure_usd", "value_usd",
+                     "years_to_expiry").filter(lines["line_kind"] != "spot")
+    mf = np.sqrt(np.clip(d["years_to_expiry"].fill_null(1.0).to_numpy(), floor, 1.0))
+    account = d["account_row"].to_numpy()
+    addon_k, _ = grouped(d, pair_key(account, d["underlying_row"].to_numpy()), ("account_row",),
+                         {"addon": d["delta_exposure_usd"].to_numpy() * mf})
+    accounts, _ = grouped(d, account, ("entity_id", "entity_row", "account_row"), {"mtm": d["value_usd"].to_numpy()})
+    addon = addon_k["addon"].to_numpy() * settings.saccr_supervisory_factor
+    of_pair = np.searchsorted(accounts["account_row"].to_numpy(), addon_k["account_row"].to_numpy())
+    total, squares = (group_sum(of_pair, v, accounts.height) for v in (addon, addon**2))
+    rc = np.maximum(accounts["mtm"].to_numpy(), 0.0)
+    pfe = np.sqrt((rho * total) ** 2 + (1 - rho**2) * squares)
+    return grouped(accounts, accounts["entity_row"].to_numpy(), ("entity_id",), {
+        "derivatives_rc_usd": rc, "derivatives_pfe_usd": pfe,
+        "derivatives_exposure_usd": settings.saccr_alpha * (rc + pfe),
+    })[0]

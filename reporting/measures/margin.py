@@ -17,7 +17,8 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .exposure import ACCOUNT_KEY, DistinctContracts, account_positions, first_of_each, pair_key
+from .aggregate import group_sum, grouped, pair_key
+from .exposure import ACCOUNT_KEY, DistinctContracts
 
 
 @dataclass(frozen=True)
@@ -135,26 +136,19 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     m = margined_lines(lines, tiers)
     group = m["tier_group"].to_numpy()
     notional = m["notional_usd"].to_numpy()
-    rows, acct = account_positions(m["account_row"])
-    n = rows.size
     delta = m["delta_exposure_usd"].to_numpy()
-    # net: Σ over underlyings of |Σ delta| within the account (cash carries no delta)
-    pair = (
-        m.select("account_row", "delta_exposure_usd", key=pair_key("account_row", "underlying_row"))
-        .filter(~m["is_cash"])
-        .group_by("key", maintain_order=True).agg(pl.col("account_row").first(), pl.col("delta_exposure_usd").sum())
-    )
-    net = np.bincount(np.searchsorted(rows, pair["account_row"].to_numpy()),
-                      np.abs(pair["delta_exposure_usd"].to_numpy()), minlength=n)
-    sums = {
+    acc, acct = grouped(m, m["account_row"].to_numpy(), (*ACCOUNT_KEY, "account_row"), {
         "equity_usd": m["value_usd"].to_numpy(), "gross_exposure_usd": np.abs(delta),
         "initial_margin_usd": tiers.charge(notional, group, "im"),
         "maintenance_margin_usd": tiers.charge(notional, group, "mm"),
-    }
-    acc = m.select(pl.col(ACCOUNT_KEY).gather(first_of_each(acct, n))).with_columns(
-        *(pl.Series(name, np.bincount(acct, v, minlength=n)) for name, v in sums.items()),
-        pl.Series("net_exposure_usd", net),
-    )
+    })
+    # net: Σ over underlyings of |Σ delta| within the account (cash carries no delta)
+    risky = ~m["is_cash"].to_numpy()
+    pairs, _ = grouped(m.filter(risky), pair_key(m["account_row"].to_numpy()[risky], m["underlying_row"].to_numpy()[risky]),
+                       ("account_row",), {"delta": delta[risky]})
+    net = group_sum(np.searchsorted(acc["account_row"].to_numpy(), pairs["account_row"].to_numpy()),
+                    np.abs(pairs["delta"].to_numpy()), acc.height)
+    acc = acc.drop("account_row").with_columns(pl.Series("net_exposure_usd", net))
     distance = liquidation_distance(m, acct, acc, tiers, settings)
     solvent = pl.col("equity_usd") > 0
     return acc.with_columns(
@@ -169,7 +163,7 @@ def liquidation_distance(m: pl.DataFrame, acct: np.ndarray, acc: pl.DataFrame, t
                          settings: Settings, tol: float = 1e-10) -> np.ndarray:
     """Smallest uniform adverse move of the account's underlyings that brings equity to maintenance.
 
-    `acct` is each line's row in `acc` (`account_positions`). Searched in both
+    `acct` is each line's row in `acc` (`aggregate.grouped`). Searched in both
     directions — down to −99 % and up to
     `settings.liquidation_search_max_up` — taking the nearer root. Without options an
     account's surplus is piecewise linear in the move (`_SurplusCurve`), so its first

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from ..config import Settings
-from .aggregate import group_sum
+from .aggregate import asset_index, entity_index, group_sum
 from .exposure import option_value_usd
 from .var import ReturnWindow
 
@@ -158,15 +158,6 @@ def build_scenarios(reference: pl.DataFrame, lines: pl.DataFrame, settings: Sett
         description = (f"Built-in: correlation one, every non-cash asset moves against the entity by its largest "
                        f"absolute daily return in the {n}-return VaR look-back")
     return Scenarios(ids, assets, price, vol, scale, worst, description)
-
-
-def asset_index(lines: pl.DataFrame, assets: list[str]) -> np.ndarray:
-    """Row of each line's underlying in `assets`."""
-    return lines["underlying"].replace_strict({a: i for i, a in enumerate(assets)}, return_dtype=pl.Int64).to_numpy()
-
-
-def entity_index(lines: pl.DataFrame, entity_ids: list[str]) -> np.ndarray:
-    return lines["entity_id"].replace_strict({e: i for i, e in enumerate(entity_ids)}, return_dtype=pl.Int64).to_numpy()
 
 
 def effective_vol_shift(sigma: np.ndarray, vol_shift: np.ndarray, vol_scale: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from .aggregate import group_sum
+from .aggregate import asset_index, entity_index, group_sum
 from .exposure import option_value_usd
 
 
@@ -127,13 +127,10 @@ def scenario_pnl(
     pnl = np.zeros((n_e, n_t))
     if n_t == 0 or not window.assets:
         return pnl  # no risky asset: the book's PnL is zero every day
-    e_index = {e: i for i, e in enumerate(entity_ids)}
-    a_index = {a: i for i, a in enumerate(window.assets)}
-    risky = lines.select("entity_id", "underlying", "line_kind", "delta_exposure_usd", "quantity", "contract_size",
+    risky = lines.select("entity_id", "underlying", "entity_row", "underlying_row", "line_kind", "delta_exposure_usd", "quantity", "contract_size",
                          "underlying_price", "strike", "years_to_expiry", "implied_vol", "is_call").filter(
         ~lines["is_cash"] & lines["underlying"].is_in(window.assets))
-    e_col = risky["entity_id"].replace_strict(e_index, return_dtype=pl.Int64).to_numpy()
-    a_col = risky["underlying"].replace_strict(a_index, return_dtype=pl.Int64).to_numpy()
+    e_col, a_col = entity_index(risky, entity_ids), asset_index(risky, window.assets)
     is_opt = (risky["line_kind"] == "option").to_numpy()
 
     missing = np.isnan(window.returns)
