@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
 from ..config import Settings
 from .aggregate import group_sum, grouped, pair_key
@@ -200,20 +201,17 @@ def _bracketed_roots(curve: "_SurplusCurve", ids: np.ndarray, settings: Settings
         out[wanted] = curve.surplus(ids[wanted], 1.0 + s[wanted])
         return out
 
-    everyone = np.ones(k, bool)
+    rows = np.arange(k)
     for sign, limit in ((-1.0, 0.99), (1.0, settings.liquidation_search_max_up)):
-        grid = np.geomspace(1e-4, limit, 48)
-        lo, hi = np.zeros(k), np.full(k, np.nan)
-        f_lo, f_hi = surplus(np.zeros(k), everyone), np.full(k, np.nan)
-        for mag in grid:  # bracket: the first magnitude at which the account fails
-            open_ = np.isnan(hi)
-            if not open_.any():
-                break
-            f = surplus(sign * np.full(k, mag), open_)
-            fails = f <= 0
-            hi, f_hi = np.where(open_ & fails, mag, hi), np.where(open_ & fails, f, f_hi)
-            lo, f_lo = np.where(open_ & ~fails, mag, lo), np.where(open_ & ~fails, f, f_lo)
-        found = ~np.isnan(hi)
+        # bracket: the first grid magnitude at which the account fails, every account
+        # valued on the whole grid at once (magnitude 0 first)
+        grid = np.concatenate([[0.0], np.geomspace(1e-4, limit, 48)])
+        f_grid = curve.surplus_on_grid(ids, 1.0 + sign * grid)
+        fails = f_grid[:, 1:] <= 0
+        found = fails.any(axis=1)
+        first = np.where(found, np.argmax(fails, axis=1) + 1, grid.size - 1)
+        hi, f_hi = np.where(found, grid[first], np.nan), np.where(found, f_grid[rows, first], np.nan)
+        lo, f_lo = grid[first - 1], f_grid[rows, first - 1]
         hi_f, f_hi = np.where(found, hi, 1.0), np.where(found, f_hi, -1.0)
         last = np.zeros(k)  # +1: the last step moved hi, −1: lo (Illinois halves the other end)
         bisect = np.zeros(k, bool)
@@ -290,7 +288,7 @@ class _SurplusCurve:
         sums = pl.DataFrame({"a": ka, "w": w, "wb": w * b}).select(
             pl.col("w", "wb").cum_sum().over("a"))
         self.alpha, self.beta = alpha, beta
-        self.kink_x, self.kink_account, self.kink_key = b, ka, key
+        self.kink_x, self.kink_account, self.kink_key, self.kink_w = b, ka, key, w
         self.w_sum, self.wb_sum = sums["w"].to_numpy(), sums["wb"].to_numpy()
         self.first_kink = np.searchsorted(ka, np.arange(n), side="left")
         self.opt_account = acct[is_opt]
@@ -320,6 +318,36 @@ class _SurplusCurve:
         if self.contracts is not None:
             out = out + self._option_change(ids, x)
         return out
+
+    def surplus_on_grid(self, ids: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """f of the accounts `ids` at every factor of `xs` (the same for all): (k, len(xs)).
+
+        The same sums as `surplus`, arranged for a common grid: each kink binds from the
+        first grid factor above it on, so its weight is added at that grid point and
+        carried along by a cumulative sum; options are valued once per contract and
+        grid point and weighted per account by one sparse product."""
+        xs = np.asarray(xs, float)
+        k, g = ids.size, xs.size
+        order = np.argsort(xs)
+        slot = np.full(self.n, -1)
+        slot[ids] = np.arange(k)
+        on = np.flatnonzero(slot[self.kink_account] >= 0)
+        start = np.searchsorted(xs[order], self.kink_x[on], side="right")  # kinks below x bind
+        binds = start < g
+        cell = slot[self.kink_account[on]][binds] * g + start[binds]
+        w, b = self.kink_w[on][binds], self.kink_x[on][binds]
+        w_sum = np.bincount(cell, w, minlength=k * g).reshape(k, g).cumsum(axis=1)
+        wb_sum = np.bincount(cell, w * b, minlength=k * g).reshape(k, g).cumsum(axis=1)
+        f = np.empty((k, g))
+        f[:, order] = (self.alpha[ids, None] + wb_sum) + (self.beta[ids, None] - w_sum) * xs[order][None, :]
+        if self.contracts is not None:
+            c = self.contracts
+            lines = np.flatnonzero(slot[self.opt_account] >= 0)
+            change = c.terms.value(xs[None, :]) - self.contract_v0[:, None]  # (contracts, g)
+            weights = sparse.csr_matrix((c.units[lines], (slot[self.opt_account[lines]], c.of_line[lines])),
+                                        shape=(k, change.shape[0]))
+            f += np.asarray(weights @ change)
+        return f
 
     def _option_change(self, ids: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Black-76 value change of each account's options at its factor: one valuation

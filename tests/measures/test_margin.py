@@ -190,6 +190,15 @@ def test_surplus_curve_equals_line_by_line_revaluation(seed):
         want = by_line(x - 1.0)
         got = curve.surplus(np.arange(n), x)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-6)
+    # the whole bracketing grid at once, for a subset of accounts, against the line-by-line
+    # revaluation at each grid factor (kinks falling exactly on grid factors included)
+    ids = np.sort(rng.choice(n, n // 2, replace=False))
+    xs = np.concatenate([[1.0, 0.01, 11.0], 1 - np.geomspace(1e-4, 0.99, 20), 1 + np.geomspace(1e-4, 10.0, 20),
+                         curve.kink_x[:5]])
+    on_grid = curve.surplus_on_grid(ids, xs)
+    assert on_grid.shape == (ids.size, xs.size)
+    for j, x in enumerate(xs):
+        np.testing.assert_allclose(on_grid[:, j], by_line(np.full(n, x - 1.0))[ids], rtol=1e-10, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6, 7])
