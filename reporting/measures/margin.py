@@ -138,11 +138,14 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     group = m["tier_group"].to_numpy()
     notional = m["notional_usd"].to_numpy()
     delta = m["delta_exposure_usd"].to_numpy()
+    margined = np.flatnonzero(group >= 0)
+    maintenance = tiers.brackets(group[margined], "mm")  # charged here, and moved by the liquidation search
+    charges = {"initial_margin_usd": tiers.brackets(group[margined], "im"), "maintenance_margin_usd": maintenance}
     acc, acct = grouped(m, m["account_row"].to_numpy(), (*ACCOUNT_KEY, "account_row"), {
         "equity_usd": m["value_usd"].to_numpy(), "gross_exposure_usd": np.abs(delta),
-        "initial_margin_usd": tiers.charge(notional, group, "im"),
-        "maintenance_margin_usd": tiers.charge(notional, group, "mm"),
     })
+    acc = acc.with_columns(pl.Series(name, group_sum(acct[margined], b.charge(notional[margined]), acc.height))
+                           for name, b in charges.items())
     # net: Σ over underlyings of |Σ delta| within the account (cash carries no delta)
     risky = ~m["is_cash"].to_numpy()
     pairs, _ = grouped(m.filter(risky), pair_key(m["account_row"].to_numpy()[risky], m["underlying_row"].to_numpy()[risky]),
@@ -150,7 +153,7 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     net = group_sum(np.searchsorted(acc["account_row"].to_numpy(), pairs["account_row"].to_numpy()),
                     np.abs(pairs["delta"].to_numpy()), acc.height)
     acc = acc.drop("account_row").with_columns(pl.Series("net_exposure_usd", net))
-    distance = liquidation_distance(m, acct, acc, tiers, settings)
+    distance = liquidation_distance(m, acct, acc, tiers, settings, maintenance)
     solvent = pl.col("equity_usd") > 0
     return acc.with_columns(
         gross_leverage=pl.when(solvent).then(pl.col("gross_exposure_usd") / pl.col("equity_usd")),
@@ -161,10 +164,11 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
 
 
 def liquidation_distance(m: pl.DataFrame, acct: np.ndarray, acc: pl.DataFrame, tiers: TierTable,
-                         settings: Settings, tol: float = 1e-10) -> np.ndarray:
+                         settings: Settings, brackets: "Brackets | None" = None, tol: float = 1e-10) -> np.ndarray:
     """Smallest uniform adverse move of the account's underlyings that brings equity to maintenance.
 
-    `acct` is each line's row in `acc` (`aggregate.grouped`). Searched in both
+    `acct` is each line's row in `acc` (`aggregate.grouped`); `brackets`, the margined
+    lines' maintenance brackets when the caller has them. Searched in both
     directions — down to −99 % and up to
     `settings.liquidation_search_max_up` — taking the nearer root. Without options an
     account's surplus is piecewise linear in the move (`_SurplusCurve`), so its first
@@ -177,7 +181,7 @@ def liquidation_distance(m: pl.DataFrame, acct: np.ndarray, acc: pl.DataFrame, t
     """
     n = acc.height
     has_mm = acc["maintenance_margin_usd"].to_numpy() > 0
-    curve = _SurplusCurve(m, acct, n, tiers, 1.0 - 0.99, 1.0 + settings.liquidation_search_max_up)
+    curve = _SurplusCurve(m, acct, n, tiers, 1.0 - 0.99, 1.0 + settings.liquidation_search_max_up, brackets)
     everyone = np.arange(n)
     at_zero = curve.surplus(everyone, np.ones(n))
     best = np.full(n, np.inf)
@@ -253,7 +257,8 @@ class _SurplusCurve:
     kinks above x_hi never bind. Options are revalued by Black-76 on top.
     """
 
-    def __init__(self, m: pl.DataFrame, acct: np.ndarray, n: int, tiers: TierTable, x_lo: float, x_hi: float):
+    def __init__(self, m: pl.DataFrame, acct: np.ndarray, n: int, tiers: TierTable, x_lo: float, x_hi: float,
+                 brackets: "Brackets | None" = None):
         self.n, self.x_lo, self.x_hi = n, x_lo, x_hi
         cash = m["is_cash"].to_numpy()
         v0 = m["value_usd"].to_numpy()
@@ -266,7 +271,7 @@ class _SurplusCurve:
         a, notional = acct[margined], m["notional_usd"].to_numpy()[margined]
         fixed = ((~is_spot) & (~is_opt) & (m["settlement"] == "inverse").fill_null(False).to_numpy())[margined]
         moving = ~cash[margined] & ~fixed  # the notional moves with x (cash and inverse faces do not)
-        brackets = tiers.brackets(group[margined], "mm")
+        brackets = tiers.brackets(group[margined], "mm") if brackets is None else brackets
         alpha -= np.bincount(a, np.where(moving, 0.0, brackets.charge(notional)), minlength=n)
         alpha += np.bincount(a, np.where(moving, brackets.cum0, 0.0), minlength=n)
         beta -= np.bincount(a, np.where(moving, notional * brackets.rate0, 0.0), minlength=n)
