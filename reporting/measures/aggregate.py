@@ -46,7 +46,7 @@ def positions(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     key = np.asarray(key, np.int64)
     if key.size == 0:
         return key, key
-    if key.max() < 4 * key.size + 1024:  # a bincount over the key range beats a sort
+    if key.max() < 16 * key.size + 1024:  # a bincount over the key range beats a sort
         present = np.bincount(key) > 0
         return np.flatnonzero(present), (np.cumsum(present) - 1)[key]
     distinct, number = np.unique(key, return_inverse=True)

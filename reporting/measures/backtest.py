@@ -54,22 +54,29 @@ _BLOCK_MAX_M = 16
 def _rolling_mth_largest(x: np.ndarray, width: int, m: int) -> np.ndarray:
     """m-th largest of every window x[:, k:k + width], k = 0 … n − width."""
     n_e, n = x.shape
-    head = np.empty((n, n_e, m))  # the m largest of x[block start : i + 1], descending
-    tail = np.empty((n, n_e, m))  # the m largest of x[i : block end]
+    days = np.ascontiguousarray(x.T)  # (n, entities): one day's losses contiguous
+    head = np.empty((n, m, n_e))  # the m largest of x[block start : i + 1], descending
+    tail = np.empty((n, m, n_e))  # the m largest of x[i : block end]
+    kept = np.empty(n_e)
     for top, order in ((head, range(n)), (tail, range(n - 1, -1, -1))):
-        best = np.full((n_e, m), -np.inf)
+        best = np.full((m, n_e), -np.inf)
         for i in order:
             if (i % width == 0) if top is head else (i % width == width - 1 or i == n - 1):
-                best[:] = -np.inf  # a new block
-            carry = x[:, i].copy()
+                best.fill(-np.inf)  # a new block
+            carry = days[i].copy()
             for j in range(m):  # insert into the descending list: the larger stays, the smaller moves on
-                kept = np.maximum(best[:, j], carry)
-                np.minimum(best[:, j], carry, out=carry)
-                best[:, j] = kept
+                np.maximum(best[j], carry, out=kept)
+                np.minimum(best[j], carry, out=carry)
+                best[j] = kept
             top[i] = best
     k = np.arange(n - width + 1)
-    both = np.concatenate([tail[k], np.where((k % width == 0)[:, None, None], -np.inf, head[k + width - 1])], axis=2)
-    return -np.partition(-both, m - 1, axis=2)[:, :, m - 1].T  # (entities, windows)
+    a = tail[k]  # (windows, m, entities), descending
+    b = np.where((k % width == 0)[:, None, None], -np.inf, head[k + width - 1])
+    # the m-th largest of two descending lists: max over i of min(a_i, b_(m−i)), a_0 = b_0 = +inf
+    out = np.maximum(a[:, m - 1], b[:, m - 1])
+    for i in range(1, m):
+        np.maximum(out, np.minimum(a[:, i - 1], b[:, m - 1 - i]), out=out)
+    return out.T  # (entities, windows)
 
 
 def kupiec_pof(exceptions: np.ndarray, observations, p: float) -> tuple[np.ndarray, np.ndarray]:

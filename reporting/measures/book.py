@@ -184,7 +184,8 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
     if not {"before", "today"} <= set(stale.columns):
         stale = pl.DataFrame(schema={"asset": pl.String, "before": pl.Float64, "today": pl.Float64})
     stale = stale.filter(pl.col("before") == pl.col("today"))
-    held = (lines.filter(pl.col("underlying").is_in(stale["asset"].implode()) & ~pl.col("is_cash"))
+    held = (lines.select("entity_id", "underlying", "is_cash")
+            .filter(pl.col("underlying").is_in(stale["asset"].implode()) & ~pl.col("is_cash"))
             .select("entity_id", "underlying").unique(maintain_order=True))
     stale_rows = held.join(stale, left_on="underlying", right_on="asset", maintain_order="left").select(
         "entity_id", flag=pl.lit("stale_price"),
@@ -192,7 +193,8 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
                           "underlying", "today", pl.lit(str(yesterday)), pl.lit(str(business_date))),
     )
     gap = (pl.col("mark_price") / pl.col("underlying_price") - 1).abs()
-    off = lines.filter((pl.col("line_kind") == "perpetual") & (gap > settings.off_market_tolerance)).select(
+    off = lines.select("entity_id", "instrument_id", "line_kind", "mark_price", "underlying_price").filter(
+        (pl.col("line_kind") == "perpetual") & (gap > settings.off_market_tolerance)).select(
         "entity_id", flag=pl.lit("off_market_mark"),
         message=pl.format("{} marked at {} against {} spot ({}% away): check the mark", "instrument_id",
                           "mark_price", "underlying_price", (gap * 100).round(1)),

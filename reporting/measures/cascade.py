@@ -47,7 +47,7 @@ import polars as pl
 
 from ..config import Settings
 from .aggregate import asset_index, entity_index, positions
-from .exposure import DistinctContracts
+from .exposure import DistinctContracts, option_rows
 from .margin import TierTable, margined_lines
 from .options import black76_delta
 from .stress import CORRELATION_ONE_ID, Scenarios, correlation_one_matrix, effective_vol_shift
@@ -118,7 +118,7 @@ class _Book:
         self.pair_entity = self.acct_entity[self.pair_acct]
         self.pair_weight = np.bincount(pair_of_line, weight, minlength=pair.size)
         # Options: Black-76 per distinct contract (one price and vol per underlying and scenario).
-        opt = lines.filter(pl.Series(self.is_opt))
+        opt = option_rows(lines, self.is_opt)
         self.opt_line = np.flatnonzero(self.is_opt)
         distinct = DistinctContracts.of(opt)
         self.contracts, self.opt_contract, self.opt_units = distinct.terms, distinct.of_line, distinct.units

@@ -147,12 +147,22 @@ def _with_rows(lines: pl.DataFrame) -> pl.DataFrame:
                               underlying_row=rank("underlying"), instrument_row=rank("instrument_id"))
 
 
+OPTION_TERMS = ("instrument_id", "quantity", "contract_size", "underlying_price", "strike", "years_to_expiry",
+                "implied_vol", "is_call")
+
+
+def option_rows(lines: pl.DataFrame, is_opt: np.ndarray) -> pl.DataFrame:
+    """The option lines' Black-76 terms (`OPTION_TERMS`), without copying the rest of
+    the wide line frame."""
+    return lines.select(OPTION_TERMS).filter(pl.Series(is_opt))
+
+
 def _option_greeks(lines: pl.DataFrame, is_opt: np.ndarray) -> dict[str, np.ndarray]:
     n = lines.height
     out = {k: np.zeros(n) for k in ("delta", "gamma", "vega")}
     if not is_opt.any():
         return out
-    opt = lines.filter(pl.Series(is_opt))
+    opt = option_rows(lines, is_opt)
     f, k = opt["underlying_price"].to_numpy(), opt["strike"].to_numpy()
     t, s = opt["years_to_expiry"].to_numpy(), opt["implied_vol"].to_numpy()
     out["delta"][is_opt] = black76_delta(f, k, t, s, opt["is_call"].to_numpy())

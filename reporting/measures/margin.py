@@ -19,7 +19,7 @@ from scipy import sparse
 
 from ..config import Settings
 from .aggregate import group_sum, grouped, pair_key
-from .exposure import ACCOUNT_KEY, DistinctContracts
+from .exposure import ACCOUNT_KEY, DistinctContracts, option_rows
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
                            for name, b in charges.items())
     # net: Σ over underlyings of |Σ delta| within the account (cash carries no delta)
     risky = ~m["is_cash"].to_numpy()
-    pairs, _ = grouped(m.filter(risky), pair_key(m["account_row"].to_numpy()[risky], m["underlying_row"].to_numpy()[risky]),
+    pairs, _ = grouped(m.select("account_row").filter(risky), pair_key(m["account_row"].to_numpy()[risky], m["underlying_row"].to_numpy()[risky]),
                        ("account_row",), {"delta": delta[risky]})
     net = group_sum(np.searchsorted(acc["account_row"].to_numpy(), pairs["account_row"].to_numpy()),
                     np.abs(pairs["delta"].to_numpy()), acc.height)
@@ -298,7 +298,7 @@ class _SurplusCurve:
         self.first_kink = np.searchsorted(ka, np.arange(n), side="left")
         self.opt_account = acct[is_opt]
         self.has_options = np.bincount(self.opt_account, minlength=n) > 0
-        self.contracts = DistinctContracts.of(m.filter(pl.Series(is_opt))) if is_opt.any() else None
+        self.contracts = DistinctContracts.of(option_rows(m, is_opt)) if is_opt.any() else None
         if self.contracts is not None:
             self.contract_v0 = self.contracts.terms.value(np.ones((1, 1)))[:, 0]
 

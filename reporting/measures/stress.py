@@ -37,7 +37,7 @@ import polars as pl
 
 from ..config import Settings
 from .aggregate import asset_index, entity_index, group_sum
-from .exposure import option_value_usd
+from .exposure import option_rows, option_value_usd
 from .var import ReturnWindow
 
 BUILTIN_PREFIX = "BUILTIN_"
@@ -181,7 +181,7 @@ def line_pnl(lines: pl.DataFrame, move: np.ndarray, vol_shift: np.ndarray | floa
     weight = weight[:, None] if move.ndim == 2 else weight
     pnl = weight * move
     if is_opt.any():
-        opt = lines.filter(pl.Series(is_opt))
+        opt = option_rows(lines, is_opt)
         shift = np.broadcast_to(np.asarray(vol_shift, float), move.shape)[is_opt]
         m = move[is_opt]
         if m.ndim == 1:
