@@ -46,9 +46,11 @@ def positions(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     key = np.asarray(key, np.int64)
     if key.size == 0:
         return key, key
-    if key.max() < 16 * key.size + 1024:  # a bincount over the key range beats a sort
-        present = np.bincount(key) > 0
-        return np.flatnonzero(present), (np.cumsum(present) - 1)[key]
+    top = int(key.max())
+    if top < 16 * key.size + 1024:  # marking the key range beats a sort
+        present = np.zeros(top + 1, bool)
+        present[key] = True
+        return np.flatnonzero(present), np.cumsum(present, dtype=np.int64)[key] - 1
     distinct, number = np.unique(key, return_inverse=True)
     return distinct, number.reshape(-1)
 
