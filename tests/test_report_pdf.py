@@ -595,6 +595,8 @@ def _texts_outside_their_cells(html: str) -> list[tuple[int, str, float]]:
                 yield child
                 if isinstance(child, boxes.InlineBlockBox):
                     continue
+            if child.is_table_wrapper or isinstance(child, boxes.TableBox):
+                continue  # a table in the cell (the key-figure grids): its own cells are checked
             yield from inline(child)
 
     def walk(box, page):
@@ -604,7 +606,6 @@ def _texts_outside_their_cells(html: str) -> list[tuple[int, str, float]]:
                 over = max(t.position_x + t.margin_width() - (left + box.width), left - t.position_x)
                 if over > 0.05:
                     out.append((page, getattr(t, "text", type(t).__name__), round(over, 2)))
-            return
         for child in getattr(box, "children", ()):
             walk(child, page)
 
@@ -651,11 +652,17 @@ def extreme_inputs() -> ReportInputs:
     concentration = inputs.concentration.with_columns(
         venue=pl.lit("COINBASE_INTERNATIONAL_EXCHANGE"),
         instrument_id=pl.lit("BTC-USD-261225-150000-C-WEEKLY-LONG"), open_interest_share=pl.lit(12.3456))
+    metrics = widest(inputs.entity_metrics).with_columns(  # a name in a key-figure table
+        worst_stress_scenario=pl.lit("CUSTOM_SCENARIO_WITH_A_VERY_LONG_IDENTIFIER_2026"))
+    backtest = inputs.backtest.with_columns(
+        observations=pl.lit(99999), exceptions=pl.lit(99999), kupiec_lr=pl.lit(12345.67),
+        kupiec_p=pl.lit(0.5), christoffersen_lr=pl.lit(12345.67), christoffersen_p=pl.lit(0.5),
+        plus_factor=pl.lit(1234.56))
     flags = pl.concat([inputs.flags, pl.DataFrame({
         "entity_id": ["E1"], "flag": ["A_VERY_LONG_FLAG_NAME_FOR_A_VERY_SPECIFIC_CONDITION"],
         "message": ["a long message " * 12]})])
     return ReportInputs(**{
-        **inputs.__dict__, "entity_metrics": widest(inputs.entity_metrics),
+        **inputs.__dict__, "entity_metrics": metrics, "backtest": backtest,
         "account_metrics": widest(inputs.account_metrics), "exposures": widest(inputs.exposures),
         "stress_results": widest(stress), "limit_utilization": widest(limits),
         "metrics_history": widest(inputs.metrics_history),
@@ -668,6 +675,9 @@ def test_fixed_width_columns_hold_the_widest_figures(env):
     too wide for the bar's cell goes under the bar, long identifiers break."""
     html = render_entity_html(extreme_inputs(), "E1", env)
     assert "\u2212$9,999,999,999" in html and "1,234.5 %" in html and "12,345.6 %" in html
+    key_figures = html.split('<section id="key-metrics">')[1].split('<section id="exposures">')[0]
+    assert "\u2212$9,999,999,999" in key_figures and "\u221212,345.67 %" in key_figures
+    assert "12,345.67 (0.5000)" in key_figures and "CUSTOM_SCENARIO_WITH_A_VERY" in key_figures
     assert _texts_outside_their_cells(html) == []
 
 
