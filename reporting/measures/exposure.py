@@ -97,36 +97,37 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
         )
     )
 
-    lines = pl.concat([spot, deriv], how="vertical_relaxed")
-    is_opt = (lines["line_kind"] == "option").to_numpy()
-    greeks = _option_greeks(lines, is_opt)
-    lines = lines.with_columns(
-        pl.Series("bs_delta", greeks["delta"]),
-        pl.Series("bs_gamma", greeks["gamma"]),
-        pl.Series("bs_vega", greeks["vega"]),
-    )
-
+    # Valued apart, balances and positions each evaluate only their own formulas.
+    is_opt = (deriv["line_kind"] == "option").to_numpy()
+    greeks = _option_greeks(deriv, is_opt)
     q_cs = pl.col("quantity") * pl.col("contract_size")
     kind, inverse = pl.col("line_kind"), pl.col("settlement") == "inverse"
     linear_deriv = kind.is_in(["perpetual", "future"])
-    return lines.with_columns(
-        value_usd=pl.when(kind == "spot").then(pl.col("quantity") * pl.col("mark_price"))
-        .when(linear_deriv & inverse).then(q_cs * (pl.col("mark_price") / pl.col("avg_entry_price") - 1.0))
+    spot = spot.with_columns(
+        value_usd=pl.col("quantity") * pl.col("mark_price"),
+        delta_exposure_usd=pl.when(pl.col("is_cash")).then(0.0).otherwise(pl.col("quantity") * pl.col("mark_price")),
+        notional_usd=(pl.col("quantity") * pl.col("mark_price")).abs(),
+        gamma_usd=(q_cs * 0.0 * pl.col("underlying_price") ** 2 / 100.0),  # no greeks: 0 with the line's sign
+        vega_usd=(q_cs * 0.0 / 100.0),
+    )
+    deriv = deriv.with_columns(
+        pl.Series("bs_delta", greeks["delta"]), pl.Series("bs_gamma", greeks["gamma"]),
+        pl.Series("bs_vega", greeks["vega"]),
+    ).with_columns(
+        value_usd=pl.when(linear_deriv & inverse).then(q_cs * (pl.col("mark_price") / pl.col("avg_entry_price") - 1.0))
         .when(linear_deriv).then(q_cs * (pl.col("mark_price") - pl.col("avg_entry_price")))
         .when(inverse).then(q_cs * pl.col("mark_price") * pl.col("underlying_price"))
         .otherwise(q_cs * pl.col("mark_price")),
-        delta_exposure_usd=pl.when(kind == "spot")
-        .then(pl.when(pl.col("is_cash")).then(0.0).otherwise(pl.col("quantity") * pl.col("mark_price")))
-        .when(linear_deriv & inverse).then(q_cs * pl.col("mark_price") / pl.col("avg_entry_price"))
+        delta_exposure_usd=pl.when(linear_deriv & inverse).then(q_cs * pl.col("mark_price") / pl.col("avg_entry_price"))
         .when(linear_deriv).then(q_cs * pl.col("mark_price"))
         .otherwise(q_cs * pl.col("bs_delta") * pl.col("underlying_price")),
-        notional_usd=pl.when(kind == "spot").then((pl.col("quantity") * pl.col("mark_price")).abs())
-        .when(linear_deriv & inverse).then(q_cs.abs())
+        notional_usd=pl.when(linear_deriv & inverse).then(q_cs.abs())
         .when(linear_deriv).then((q_cs * pl.col("mark_price")).abs())
         .otherwise((q_cs * pl.col("underlying_price")).abs()),
         gamma_usd=(q_cs * pl.col("bs_gamma") * pl.col("underlying_price") ** 2 / 100.0),
         vega_usd=(q_cs * pl.col("bs_vega") / 100.0),
-    ).pipe(_with_rows).select(LINE_COLUMNS)
+    ).drop("bs_delta", "bs_gamma", "bs_vega")
+    return pl.concat([spot, deriv], how="vertical_relaxed").pipe(_with_rows).select(LINE_COLUMNS)
 
 
 def _with_rows(lines: pl.DataFrame) -> pl.DataFrame:
