@@ -1,0 +1,48 @@
+"""Integer-key grouping (`aggregate`), against polars' own group_by and by hand."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from reporting.measures.aggregate import first_lines, grouped, pair_key, positions
+
+
+@pytest.mark.parametrize("spread", [3, 10**9])  # a dense key (marked range) and a sparse one (sorted)
+def test_positions_number_the_distinct_keys_in_order(spread):
+    rng = np.random.default_rng(spread)
+    key = rng.integers(0, 50, 2_000) * spread
+    distinct, number = positions(key)
+    np.testing.assert_array_equal(distinct, np.unique(key))
+    np.testing.assert_array_equal(distinct[number], key)  # each line's number points at its own key
+
+
+def test_positions_by_hand():
+    distinct, number = positions(np.array([7, 2, 7, 9, 2]))
+    assert distinct.tolist() == [2, 7, 9] and number.tolist() == [1, 0, 1, 2, 0]
+    assert first_lines(number, 3).tolist() == [1, 0, 3]
+    empty = positions(np.array([], dtype=np.int64))
+    assert empty[0].size == 0 and empty[1].size == 0
+
+
+def test_pair_key_orders_as_the_pairs():
+    a, b = np.array([0, 1, 1, 0, 2]), np.array([3, 0, 3, 1, 2])
+    key = pair_key(a, b)
+    assert sorted(range(5), key=lambda i: key[i]) == sorted(range(5), key=lambda i: (a[i], b[i]))
+    assert len(set(key.tolist())) == 5
+
+
+def test_grouped_equals_a_polars_group_by():
+    rng = np.random.default_rng(1)
+    n = 5_000
+    frame = pl.DataFrame({"entity_row": rng.integers(0, 40, n), "underlying_row": rng.integers(0, 7, n),
+                          "value": rng.standard_normal(n) * 1e6})
+    frame = frame.with_columns(entity_id=pl.format("E{}", "entity_row"), underlying=pl.format("U{}", "underlying_row"))
+    got, number = grouped(frame, pair_key(frame["entity_row"].to_numpy(), frame["underlying_row"].to_numpy()),
+                          ("entity_id", "underlying"), {"total": frame["value"].to_numpy()})
+    want = (frame.group_by("entity_row", "underlying_row", maintain_order=True)
+            .agg(pl.col("entity_id", "underlying").first(), total=pl.col("value").sum())
+            .sort("entity_row", "underlying_row").drop("entity_row", "underlying_row"))
+    assert got["entity_id"].to_list() == want["entity_id"].to_list()
+    assert got["underlying"].to_list() == want["underlying"].to_list()
+    np.testing.assert_allclose(got["total"].to_numpy(), want["total"].to_numpy(), rtol=1e-12)
+    assert number.max() == got.height - 1
