@@ -202,22 +202,25 @@ def render(report: ReportInputs, settings: Settings, run_id: str, *, entity_repo
     (`render_entity_shard` on a cluster), the entity reports into run `run_id`'s staging folder."""
     staging = archive.staging_dir(settings.archive, report.business_date, run_id)
     try:
-        env = make_environment(settings.templates_dir)
-        summary = render_summary_html(report, env)
-        (staging / "summary.html").write_text(summary, encoding="utf-8")
         entities = staging / "entities"
         entities.mkdir()
-        summary_pdf = functools.partial(write_pdf, summary, staging / "summary.pdf")
-        if entity_reports:  # a big book's summary PDF renders here while the workers render entities
+        summary = functools.partial(_write_summary, report, staging, settings.templates_dir)
+        if entity_reports:  # a big book's summary renders here while the workers render entities
             write_entity_reports(report, entity_report_ids(report), entities, settings.templates_dir,
-                                 workers=settings.render_workers or os.cpu_count() or 1, alongside=summary_pdf)
+                                 workers=settings.render_workers or os.cpu_count() or 1, alongside=summary)
         else:
-            summary_pdf()
+            summary()
         commit.crash_point("render")
     except BaseException:
         archive.discard_staging(staging)
         raise
     return staging
+
+
+def _write_summary(report: ReportInputs, staging: Path, templates_dir: Path) -> None:
+    html = render_summary_html(report, make_environment(templates_dir))
+    (staging / "summary.html").write_text(html, encoding="utf-8")
+    write_pdf(html, staging / "summary.pdf")
 
 
 def entity_shards(report: ReportInputs, size: int) -> list[tuple[ReportInputs, list[str]]]:
