@@ -85,8 +85,6 @@ def _index_of(lines: pl.DataFrame, label: str, row: str, names: list[str]) -> np
     """Each line's `label` as its position in `names`: looked up once per distinct
     `row` (the line's integer key from `build_lines`), not once per line."""
     index = {name: i for i, name in enumerate(names)}
-    if row not in lines.columns:
-        return lines[label].replace_strict(index, return_dtype=pl.Int64).to_numpy()
     distinct, number = positions(lines[row].to_numpy())
     labels = lines[label].gather(first_lines(number, distinct.size))
     return labels.replace_strict(index, return_dtype=pl.Int64).to_numpy()[number]

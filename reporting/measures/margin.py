@@ -137,18 +137,19 @@ def account_margin(lines: pl.DataFrame, tiers: TierTable, settings: Settings) ->
     m = margined_lines(lines, tiers)
     group = m["tier_group"].to_numpy()
     notional = m["notional_usd"].to_numpy()
-    delta = m["delta_exposure_usd"].to_numpy()
+    delta, account = m["delta_exposure_usd"].to_numpy(), m["account_row"].to_numpy()
     margined = np.flatnonzero(group >= 0)
     maintenance = tiers.brackets(group[margined], "mm")  # charged here, and moved by the liquidation search
     charges = {"initial_margin_usd": tiers.brackets(group[margined], "im"), "maintenance_margin_usd": maintenance}
-    acc, acct = grouped(m, m["account_row"].to_numpy(), (*ACCOUNT_KEY, "account_row"), {
+    acc, acct = grouped(m, account, (*ACCOUNT_KEY, "account_row"), {
         "equity_usd": m["value_usd"].to_numpy(), "gross_exposure_usd": np.abs(delta),
     })
     acc = acc.with_columns(pl.Series(name, group_sum(acct[margined], b.charge(notional[margined]), acc.height))
                            for name, b in charges.items())
     # net: Σ over underlyings of |Σ delta| within the account (cash carries no delta)
     risky = ~m["is_cash"].to_numpy()
-    pairs, _ = grouped(m.select("account_row").filter(risky), pair_key(m["account_row"].to_numpy()[risky], m["underlying_row"].to_numpy()[risky]),
+    pairs, _ = grouped(m.select("account_row").filter(risky),
+                       pair_key(account[risky], m["underlying_row"].to_numpy()[risky]),
                        ("account_row",), {"delta": delta[risky]})
     net = group_sum(np.searchsorted(acc["account_row"].to_numpy(), pairs["account_row"].to_numpy()),
                     np.abs(pairs["delta"].to_numpy()), acc.height)
@@ -214,9 +215,8 @@ def _bracketed_roots(curve: "_SurplusCurve", ids: np.ndarray, settings: Settings
         fails = f_grid[:, 1:] <= 0
         found = fails.any(axis=1)
         first = np.where(found, np.argmax(fails, axis=1) + 1, grid.size - 1)
-        hi, f_hi = np.where(found, grid[first], np.nan), np.where(found, f_grid[rows, first], np.nan)
         lo, f_lo = grid[first - 1], f_grid[rows, first - 1]
-        hi_f, f_hi = np.where(found, hi, 1.0), np.where(found, f_hi, -1.0)
+        hi_f, f_hi = np.where(found, grid[first], 1.0), np.where(found, f_grid[rows, first], -1.0)
         last = np.zeros(k)  # +1: the last step moved hi, −1: lo (Illinois halves the other end)
         bisect = np.zeros(k, bool)
         for _ in range(200):
@@ -356,7 +356,7 @@ class _SurplusCurve:
 
     def _option_change(self, ids: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Black-76 value change of each account's options at its factor: one valuation
-        per contract when every account is moved alike (the bracketing grid)."""
+        per contract when every account is moved alike (no move at all: the start of the search)."""
         c = self.contracts
         factor = np.full(self.n, np.nan)
         factor[ids] = x
