@@ -22,96 +22,121 @@ from .aggregate import group_sum, grouped, pair_key
 from .exposure import ACCOUNT_KEY, DistinctContracts, option_rows
 
 
+def _unit(notional: np.ndarray | float) -> np.ndarray:
+    """A strictly increasing map of notionals into (0, 1): added to a tier group's number,
+    it sorts every group's brackets into one array (`BracketTable.key`)."""
+    notional = np.asarray(notional, float)
+    return 0.5 + 0.5 * notional / (np.abs(notional) + _UNIT_SCALE)
+
+
+_UNIT_SCALE = 1e6  # USD; any positive scale keeps the order, this one spreads usual floors apart
+
+
+@dataclass(frozen=True)
+class BracketTable:
+    """One measure's brackets of every tier group, flattened in (group, floor) order."""
+
+    key: np.ndarray  # (T,) group + _unit(floor): ascending
+    floor: np.ndarray  # (T,)
+    rate: np.ndarray  # (T,)
+    cum: np.ndarray  # (T,) cum_k of the data contract
+    first: np.ndarray  # (G,) each group's first bracket
+    bound_slope: np.ndarray  # (G,) see Brackets.bound
+    bound_offset: np.ndarray  # (G,)
+
+    @classmethod
+    def of(cls, group: np.ndarray, floor: np.ndarray, rate: np.ndarray, cum: np.ndarray, n_groups: int) -> "BracketTable":
+        first = np.searchsorted(group, np.arange(n_groups), side="left")
+        # the rate each floor above a group's first adds (charge(N) = N·rate_0 − cum_0 + Σ step·max(N − floor, 0))
+        step = np.where(np.arange(group.size) > first[group], np.diff(rate, prepend=0.0), 0.0)
+        up = np.maximum(step, 0.0)
+        slope = rate[first] + np.bincount(group, up, minlength=n_groups)
+        offset = -cum[first] + np.bincount(group, up * np.maximum(-floor, 0.0), minlength=n_groups)
+        return cls(group + _unit(floor), floor, rate, cum, first, slope, offset)
+
+    def bracket(self, group: np.ndarray, notional: np.ndarray, side: str = "right") -> np.ndarray:
+        """Each line's bracket (a flat index) at its notional: the last floor at or below
+        it (`side="left"`: strictly below); below its group's first floor, the first."""
+        pos = np.searchsorted(self.key, group + _unit(notional), side=side) - 1
+        return np.maximum(pos, self.first[group])
+
+
 @dataclass(frozen=True)
 class TierTable:
-    """Margin brackets as padded arrays: row g is one (venue, instrument_type)."""
+    """Margin brackets of every (venue, instrument_type), one `BracketTable` per measure."""
 
     keys: pl.DataFrame  # venue, instrument_type, tier_group
-    floors: np.ndarray  # (G, K), +inf padding
-    rates: dict[str, np.ndarray]  # "im"/"mm" -> (G, K)
-    cums: dict[str, np.ndarray]
+    tables: dict[str, BracketTable]  # "im"/"mm"
 
     @classmethod
     def from_frame(cls, tiers: pl.DataFrame) -> "TierTable":
         t = tiers.sort("venue", "instrument_type", "notional_floor_usd")
         keys = t.select("venue", "instrument_type").unique(maintain_order=True).with_row_index("tier_group")
-        t = t.join(keys, on=["venue", "instrument_type"], maintain_order="left").with_columns(
-            k=pl.int_range(pl.len()).over("tier_group")
-        )
-        g, k_max = keys.height, int(t["k"].max() or 0) + 1
-        floors = np.full((max(g, 1), k_max), np.inf)
-        rates = {m: np.zeros((max(g, 1), k_max)) for m in ("im", "mm")}
-        cums = {m: np.zeros((max(g, 1), k_max)) for m in ("im", "mm")}
-        gi, ki = t["tier_group"].to_numpy(), t["k"].to_numpy()
-        floors[gi, ki] = t["notional_floor_usd"].to_numpy()
+        t = t.join(keys, on=["venue", "instrument_type"], maintain_order="left")
+        group, floor = t["tier_group"].cast(pl.Int64).to_numpy(), t["notional_floor_usd"].to_numpy()
+        tables = {}
         for m, col in (("im", "initial_margin_rate"), ("mm", "maintenance_margin_rate")):
-            rates[m][gi, ki] = t[col].to_numpy()
             # cum_k = floor_k (rate_k - rate_{k-1}) + cum_{k-1}, per group.
             cum = t.select(
                 (pl.col("notional_floor_usd") * pl.col(col).diff().over("tier_group").fill_null(pl.col(col)))
                 .cum_sum().over("tier_group")
             ).to_series().to_numpy()
-            cums[m][gi, ki] = cum
-        return cls(keys=keys.with_columns(pl.col("tier_group").cast(pl.Int64)), floors=floors, rates=rates, cums=cums)
+            tables[m] = BracketTable.of(group, floor, t[col].to_numpy(), cum, keys.height)
+        return cls(keys=keys.with_columns(pl.col("tier_group").cast(pl.Int64)), tables=tables)
 
     def charge(self, notional: np.ndarray, group: np.ndarray, measure: str) -> np.ndarray:
         """Bracketed charge for each notional in its tier group (group −1: no margin)."""
         return self.brackets(group, measure).charge(notional)
 
     def brackets(self, group: np.ndarray, measure: str) -> "Brackets":
-        """Each line's own brackets, gathered once for a line set charged many times."""
+        """The lines' brackets, for a line set charged many times."""
         has = np.asarray(group) >= 0
-        g = np.where(has, group, 0)
-        rates, floors = self.rates[measure], self.floors[:, 1:]
-        steps = np.where(np.isfinite(floors), np.diff(rates, axis=1), 0.0)  # the rate added above each floor
-        present = np.bincount(g, minlength=floors.shape[0]) > 0
-        used = np.isfinite(floors[present]).any(axis=0)
-        def per_line(table: np.ndarray) -> np.ndarray:  # (K − 1, n), each floor's row contiguous
-            return np.take(np.ascontiguousarray(table.T[used]), g, axis=1)
-
-        return Brackets(rates[g, 0], self.cums[measure][g, 0], per_line(floors), per_line(steps), has)
+        return Brackets(np.where(has, group, 0), has, self.tables[measure])
 
 
 @dataclass(frozen=True)
 class Brackets:
-    """Per line: its first bracket's rate and offset, and the floors above it with the
-    rate each adds — the tax-bracket charge as a sum, without a per-line lookup:
+    """Per line, its tier group's brackets: the tax-bracket charge `N · rate_k − cum_k`
+    in the bracket k its notional falls in, found by one search over every group's
+    floors (`BracketTable.key`)."""
 
-        charge(N) = N · rate_0 − cum_0 + Σ_(k≥1) (rate_k − rate_(k−1)) · max(N − floor_k, 0)
-
-    which equals `N · rate_k − cum_k` in bracket k (cum_k telescopes the same sum).
-    `floors` and `steps` are (K − 1, n): one contiguous row per floor."""
-
-    rate0: np.ndarray
-    cum0: np.ndarray
-    floors: np.ndarray  # (K − 1, n), +inf padding
-    steps: np.ndarray  # (K − 1, n), 0 on padding
+    group: np.ndarray  # (n,) tier group (0 where the line carries no margin)
     has: np.ndarray  # False: the line carries no margin
+    table: BracketTable
 
     def charge(self, notional: np.ndarray) -> np.ndarray:
         notional = np.asarray(notional, float)
-        out = notional * self.rate0 - self.cum0
-        above = np.empty_like(out)
-        for floor, step in zip(self.floors, self.steps):
-            np.subtract(notional, floor, out=above)
-            np.maximum(above, 0.0, out=above)
-            above *= step
-            out += above
-        return np.where(self.has, out, 0.0)
+        k = self.table.bracket(self.group, notional)
+        return np.where(self.has, notional * self.table.rate[k] - self.table.cum[k], 0.0)
 
     def bound(self) -> tuple[np.ndarray, np.ndarray]:
         """Per line, `(slope, offset)` with `charge(N) ≤ slope · N + offset` for every
-        N ≥ 0: each step term `step · max(N − floor, 0)` is at most
-        `max(step, 0) · (N + max(−floor, 0))`."""
-        up = np.maximum(self.steps, 0.0)
-        slope = self.rate0 + up.sum(axis=0)
-        offset = -self.cum0 + (up * np.maximum(-np.where(np.isfinite(self.floors), self.floors, 0.0), 0.0)).sum(axis=0)
-        return np.where(self.has, slope, 0.0), np.where(self.has, offset, 0.0)
+        N ≥ 0. The charge is `N·rate_0 − cum_0 + Σ_(k≥1) step_k · max(N − floor_k, 0)`
+        (step_k = rate_k − rate_(k−1); `cum` telescopes the same sum), and each step term
+        is at most `max(step, 0) · (N + max(−floor, 0))`."""
+        t = self.table
+        return np.where(self.has, t.bound_slope[self.group], 0.0), np.where(self.has, t.bound_offset[self.group], 0.0)
 
     def take(self, lines: np.ndarray) -> "Brackets":
         """The brackets of the lines `lines` only."""
-        return Brackets(self.rate0[lines], self.cum0[lines], self.floors[:, lines], self.steps[:, lines],
-                        self.has[lines])
+        return Brackets(self.group[lines], self.has[lines], self.table)
+
+    def kinks(self, notional: np.ndarray, x_lo: float, x_hi: float) -> tuple[np.ndarray, ...]:
+        """For lines whose notional N moves with the price factor x, the charge on
+        [x_lo, x_hi] as `x·N·rate − cum` of its bracket at x_lo, plus
+        `w · max(x − b, 0)` at each floor crossed above it (b = floor / N < x_hi, w = N · step):
+        returns (rate, cum) per line and (line, b, w) per kink, zero steps left out."""
+        t = self.table
+        lo = t.bracket(self.group, notional * x_lo)
+        hi = np.maximum(t.bracket(self.group, notional * x_hi, side="left"), lo)
+        count = hi - lo
+        line = np.repeat(np.arange(notional.size), count)
+        start = np.cumsum(count) - count
+        at = lo[line] + 1 + np.arange(line.size) - start[line]  # the floors lo+1 … hi of each line
+        n = notional[line]
+        w = n * (t.rate[at] - t.rate[at - 1])
+        keep = w != 0
+        return t.rate[lo], t.cum[lo], line[keep], (t.floor[at] / n)[keep], w[keep]
 
 
 def margined_lines(lines: pl.DataFrame, tiers: TierTable) -> pl.DataFrame:
@@ -273,19 +298,13 @@ class _SurplusCurve:
         moving = ~cash[margined] & ~fixed  # the notional moves with x (cash and inverse faces do not)
         brackets = tiers.brackets(group[margined], "mm") if brackets is None else brackets
         alpha -= np.bincount(a, np.where(moving, 0.0, brackets.charge(notional)), minlength=n)
-        alpha += np.bincount(a, np.where(moving, brackets.cum0, 0.0), minlength=n)
-        beta -= np.bincount(a, np.where(moving, notional * brackets.rate0, 0.0), minlength=n)
-        kinked = np.flatnonzero(moving & (notional > 0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b = (brackets.floors[:, kinked] / notional[kinked]).T.ravel()
-        w = (brackets.steps[:, kinked] * notional[kinked]).T.ravel()
-        ka = np.repeat(a[kinked], brackets.floors.shape[0])
-        keep = (w != 0) & (b < x_hi)
-        b, w, ka = b[keep], w[keep], ka[keep]
-        passed = b <= x_lo  # binding over the whole range: part of the straight line
-        beta -= np.bincount(ka[passed], w[passed], minlength=n)
-        alpha += np.bincount(ka[passed], (w * b)[passed], minlength=n)
-        b, w, ka = b[~passed], w[~passed], ka[~passed]
+        # a moving line is charged x·N·rate − cum of its bracket at x_lo (the floors
+        # below it bind over the whole range: part of the straight line), plus its kinks
+        moved = np.flatnonzero(moving)
+        rate, cum, line, b, w = brackets.take(moved).kinks(notional[moved], x_lo, x_hi)
+        alpha += np.bincount(a[moved], cum, minlength=n)
+        beta -= np.bincount(a[moved], notional[moved] * rate, minlength=n)
+        ka = a[moved][line]
         key = ka + self._position(b)
         order = np.argsort(key, kind="stable")
         b, w, ka, key = b[order], w[order], ka[order], key[order]
