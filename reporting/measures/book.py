@@ -59,12 +59,13 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         exposures = exposure_by_underlying(lines)
         exposure = entity_exposure(lines, tables["entities"], settings, exposures)
 
-    # The VaR family reads only the lines, exposures and history: it runs in a second
-    # thread while margin and the cascade run here. Both spend their time in numpy and
-    # polars, which release the GIL, so on two cores the families overlap.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="var-family") as pool:
-        var_future = pool.submit(_timed_call, timings, "var_backtest", _var_family,
-                                 entity_ids, assets, lines, exposures, history, business_date, settings)
+    # The stress family (scenarios, liquidation cascades, stress P&L) reads only the
+    # lines, tiers, marks and history: it runs in a second thread while margin and the
+    # VaR family run here. Both spend their time in numpy and polars, which release the
+    # GIL, so on two cores the families overlap.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stress-family") as pool:
+        stress_future = pool.submit(_stress_family, entity_ids, assets, lines, tables, tiers, history,
+                                    business_date, settings, timings)
         with timed(timings, "margin"):
             accounts = account_margin(lines, tiers, settings).with_columns(business_date=pl.lit(business_date))
         margin = accounts.group_by("entity_id", maintain_order=True).agg(
@@ -78,14 +79,9 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
             concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
             max_share = concentration.group_by("entity_id", maintain_order=True).agg(
                 max_open_interest_share=pl.col("open_interest_share").max())
-        with timed(timings, "stress"):
-            stress_window = return_window(history, assets, business_date, settings.lookback)
-            scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
-        with timed(timings, "cascade"):
-            cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
-        with timed(timings, "stress"):
-            stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
-        var = var_future.result()
+        with timed(timings, "var_backtest"):
+            var = _var_family(entity_ids, assets, lines, exposures, history, business_date, settings)
+        cascade, stress = stress_future.result()
 
     metrics = (
         exposure.join(margin, on="entity_id", how="left", maintain_order="left")
@@ -116,9 +112,16 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
     )
 
 
-def _timed_call(timings: dict[str, float], stage: str, fn, *args):
-    with timed(timings, stage):
-        return fn(*args)
+def _stress_family(entity_ids, assets, lines, tables, tiers, history, business_date, settings, timings):
+    """Stress scenarios, the liquidation cascade under each, and the stress P&L after it."""
+    with timed(timings, "stress"):
+        stress_window = return_window(history, assets, business_date, settings.lookback)
+        scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
+    with timed(timings, "cascade"):
+        cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
+    with timed(timings, "stress"):
+        stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
+    return cascade, stress
 
 
 def _var_family(entity_ids, assets, lines, exposures, history, business_date, settings) -> dict:
