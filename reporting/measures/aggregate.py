@@ -46,11 +46,19 @@ def positions(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     key = np.asarray(key, np.int64)
     if key.size == 0:
         return key, key
+    if key.size > 1 and (key[1:] >= key[:-1]).all():  # in order already (lines by account): one pass
+        new = np.empty(key.size, bool)
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        return key[new], np.cumsum(new, dtype=np.int64) - 1
     top = int(key.max())
-    if top < 4 * key.size + 1024:  # a dense key (an entity, an account): marking its range beats a sort
+    if top < 16 * key.size + 1024:  # a key of modest range (an account, an account's asset): marking beats a sort
         present = np.zeros(top + 1, bool)
         present[key] = True
-        return np.flatnonzero(present), np.cumsum(present, dtype=np.int64)[key] - 1
+        distinct = np.flatnonzero(present)
+        number = np.empty(top + 1, np.int32 if distinct.size < 2**31 else np.int64)
+        number[distinct] = np.arange(distinct.size)
+        return distinct, number[key].astype(np.int64)
     distinct, number = np.unique(key, return_inverse=True)
     return distinct, number.reshape(-1)
 

@@ -113,7 +113,7 @@ class _Book:
         # summed per (account, underlying) once.
         lin = np.flatnonzero(~self.is_opt)
         weight = np.where(is_spot, value, lines["delta_exposure_usd"].to_numpy())[lin]
-        pair, pair_of_line = np.unique(acct[lin] * self.n_asset + self.asset[lin], return_inverse=True)
+        pair, pair_of_line = positions(acct[lin] * self.n_asset + self.asset[lin])
         self.pair_acct, self.pair_asset = pair // self.n_asset, pair % self.n_asset
         self.pair_entity = self.acct_entity[self.pair_acct]
         self.pair_weight = np.bincount(pair_of_line, weight, minlength=pair.size)
@@ -141,7 +141,7 @@ class _Book:
         # without re-tiering its lines.
         slope, offset = self.brackets.bound()
         moving = ~self.mm_fixed
-        mm_pair, mm_pair_of_line = np.unique(self.mm_acct * self.n_asset + self.mm_asset, return_inverse=True)
+        mm_pair, mm_pair_of_line = positions(self.mm_acct * self.n_asset + self.mm_asset)
         self.bound_acct, self.bound_asset = mm_pair // self.n_asset, mm_pair % self.n_asset
         self.bound_entity = self.acct_entity[self.bound_acct]
         self.bound_slope = np.bincount(mm_pair_of_line, np.where(moving, slope * self.mm_notional0, 0.0),

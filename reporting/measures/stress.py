@@ -210,7 +210,17 @@ def correlation_one_matrix(lines: pl.DataFrame, entity_ids: list[str], scenarios
     e, a = entity_index(lines, entity_ids), asset_index(lines, scenarios.assets)
     r = scenarios.worst_move[a]
     shape = (len(entity_ids), len(scenarios.assets))
-    up, down = group_sum((e, a), line_pnl(lines, r), shape), group_sum((e, a), line_pnl(lines, -r), shape)
+    # linear lines lose at one end what they gain at the other: summed once; options revalued both ways
+    is_opt = (lines["line_kind"] == "option").to_numpy()
+    lin = ~is_opt
+    linear = line_pnl(lines.select("line_kind", "value_usd", "delta_exposure_usd").filter(pl.Series(lin)), r[lin])
+    up = group_sum((e[lin], a[lin]), linear, shape)
+    down = -up
+    if is_opt.any():
+        options = lines.filter(pl.Series(is_opt))
+        e_opt, a_opt, r_opt = e[is_opt], a[is_opt], r[is_opt]
+        up += group_sum((e_opt, a_opt), line_pnl(options, r_opt), shape)
+        down += group_sum((e_opt, a_opt), line_pnl(options, -r_opt), shape)
     return np.where(up < down, 1.0, -1.0) * scenarios.worst_move[None, :]
 
 

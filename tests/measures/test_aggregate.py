@@ -7,10 +7,16 @@ import pytest
 from reporting.measures.aggregate import first_lines, grouped, pair_key, positions
 
 
-@pytest.mark.parametrize("spread", [3, 10**9])  # a dense key (marked range) and a sparse one (sorted)
-def test_positions_number_the_distinct_keys_in_order(spread):
+@pytest.mark.parametrize("spread, ordered", [
+    (3, False),  # a dense key: its range marked
+    (200, False),  # an (account, asset) pair: a range of up to 16 keys a line, marked
+    (10**9, False),  # a sparse key: sorted
+    (10**9, True),  # lines already in key order: one pass
+])
+def test_positions_number_the_distinct_keys_in_order(spread, ordered):
     rng = np.random.default_rng(spread)
     key = rng.integers(0, 50, 2_000) * spread
+    key = np.sort(key) if ordered else key
     distinct, number = positions(key)
     np.testing.assert_array_equal(distinct, np.unique(key))
     np.testing.assert_array_equal(distinct[number], key)  # each line's number points at its own key
@@ -20,6 +26,8 @@ def test_positions_by_hand():
     distinct, number = positions(np.array([7, 2, 7, 9, 2]))
     assert distinct.tolist() == [2, 7, 9] and number.tolist() == [1, 0, 1, 2, 0]
     assert first_lines(number, 3).tolist() == [1, 0, 3]
+    distinct, number = positions(np.array([2, 2, 7, 9, 9, 9]))  # in order
+    assert distinct.tolist() == [2, 7, 9] and number.tolist() == [0, 0, 1, 2, 2, 2]
     empty = positions(np.array([], dtype=np.int64))
     assert empty[0].size == 0 and empty[1].size == 0
 
