@@ -46,6 +46,8 @@ class BracketTable:
 
     @classmethod
     def of(cls, group: np.ndarray, floor: np.ndarray, rate: np.ndarray, cum: np.ndarray, n_groups: int) -> "BracketTable":
+        if n_groups == 0:  # no tiers at all: one empty group, so lines without margin still index one
+            group, floor, rate, cum, n_groups = np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(1), 1
         first = np.searchsorted(group, np.arange(n_groups), side="left")
         # the rate each floor above a group's first adds (charge(N) = N·rate_0 − cum_0 + Σ step·max(N − floor, 0))
         step = np.where(np.arange(group.size) > first[group], np.diff(rate, prepend=0.0), 0.0)

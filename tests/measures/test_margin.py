@@ -256,3 +256,12 @@ def test_bracket_bound_is_above_the_charge_everywhere(seed):
     x = rng.uniform(0, 1e8, n)
     assert np.allclose((slope * x + offset)[flat], 0.05 * x[flat], rtol=1e-12)
     assert np.all(slope[group < 0] == 0) and np.all(offset[group < 0] == 0)
+
+
+def test_no_tiers_at_all_charge_nothing():
+    """A venue list without any margin tiers: every line is unmargined, charged 0."""
+    empty = pl.DataFrame(schema={"venue": pl.String, "instrument_type": pl.String, "notional_floor_usd": pl.Float64,
+                                 "initial_margin_rate": pl.Float64, "maintenance_margin_rate": pl.Float64})
+    brackets = TierTable.from_frame(empty).brackets(np.array([-1, -1]), "mm")
+    assert brackets.charge(np.array([1e6, 0.0])).tolist() == [0.0, 0.0]
+    assert [b.tolist() for b in brackets.bound()] == [[0.0, 0.0], [0.0, 0.0]]
