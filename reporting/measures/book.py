@@ -60,9 +60,9 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
         exposure = entity_exposure(lines, tables["entities"], settings, exposures)
 
     # The stress family (scenarios, liquidation cascades, stress P&L) reads only the
-    # lines, tiers, marks and history: it runs in a second thread while margin and the
-    # VaR family run here. Both spend their time in numpy and polars, which release the
-    # GIL, so on two cores the families overlap.
+    # lines, tiers, marks, scenario table and history: it runs in a second thread while
+    # margin and the VaR family run here. Both spend their time in numpy and polars,
+    # which release the GIL, so on two cores the families overlap.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stress-family") as pool:
         stress_future = pool.submit(_stress_family, entity_ids, assets, lines, tables, tiers, history,
                                     business_date, settings, timings)

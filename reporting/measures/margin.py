@@ -40,6 +40,7 @@ class BracketTable:
     floor: np.ndarray  # (T,)
     rate: np.ndarray  # (T,)
     cum: np.ndarray  # (T,) cum_k of the data contract
+    step: np.ndarray  # (T,) rate_k − rate_(k−1): what the bracket's floor adds (0 on a group's first)
     first: np.ndarray  # (G,) each group's first bracket
     bound_slope: np.ndarray  # (G,) see Brackets.bound
     bound_offset: np.ndarray  # (G,)
@@ -49,12 +50,11 @@ class BracketTable:
         if n_groups == 0:  # no tiers at all: one empty group, so lines without margin still index one
             group, floor, rate, cum, n_groups = np.zeros(1, np.int64), np.zeros(1), np.zeros(1), np.zeros(1), 1
         first = np.searchsorted(group, np.arange(n_groups), side="left")
-        # the rate each floor above a group's first adds (charge(N) = N·rate_0 − cum_0 + Σ step·max(N − floor, 0))
         step = np.where(np.arange(group.size) > first[group], np.diff(rate, prepend=0.0), 0.0)
         up = np.maximum(step, 0.0)
         slope = rate[first] + np.bincount(group, up, minlength=n_groups)
         offset = -cum[first] + np.bincount(group, up * np.maximum(-floor, 0.0), minlength=n_groups)
-        return cls(group + _unit(floor), floor, rate, cum, first, slope, offset)
+        return cls(group + _unit(floor), floor, rate, cum, step, first, slope, offset)
 
     def bracket(self, group: np.ndarray, notional: np.ndarray, side: str = "right") -> np.ndarray:
         """Each line's bracket (a flat index) at its notional: the last floor at or below
@@ -136,7 +136,7 @@ class Brackets:
         start = np.cumsum(count) - count
         at = lo[line] + 1 + np.arange(line.size) - start[line]  # the floors lo+1 … hi of each line
         n = notional[line]
-        w = n * (t.rate[at] - t.rate[at - 1])
+        w = n * t.step[at]
         keep = w != 0
         return t.rate[lo], t.cum[lo], line[keep], (t.floor[at] / n)[keep], w[keep]
 

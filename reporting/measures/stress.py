@@ -37,7 +37,7 @@ import polars as pl
 
 from ..config import Settings
 from .aggregate import asset_index, entity_index, group_sum
-from .exposure import option_rows, option_value_usd
+from .exposure import OPTION_TERMS, option_rows, option_value_usd
 from .var import ReturnWindow
 
 BUILTIN_PREFIX = "BUILTIN_"
@@ -213,11 +213,12 @@ def correlation_one_matrix(lines: pl.DataFrame, entity_ids: list[str], scenarios
     # linear lines lose at one end what they gain at the other: summed once; options revalued both ways
     is_opt = (lines["line_kind"] == "option").to_numpy()
     lin = ~is_opt
-    linear = line_pnl(lines.select("line_kind", "value_usd", "delta_exposure_usd").filter(pl.Series(lin)), r[lin])
+    weights = ("line_kind", "value_usd", "delta_exposure_usd")
+    linear = line_pnl(lines.select(weights).filter(pl.Series(lin)), r[lin])
     up = group_sum((e[lin], a[lin]), linear, shape)
     down = -up
     if is_opt.any():
-        options = lines.filter(pl.Series(is_opt))
+        options = lines.select(*weights, *OPTION_TERMS).filter(pl.Series(is_opt))
         e_opt, a_opt, r_opt = e[is_opt], a[is_opt], r[is_opt]
         up += group_sum((e_opt, a_opt), line_pnl(options, r_opt), shape)
         down += group_sum((e_opt, a_opt), line_pnl(options, -r_opt), shape)
