@@ -20,6 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from reporting import archive, daily
+from reporting.measures import book as measures_lib
+from reporting.measures.book import Book, EntityMeasures
 from reporting.config import Settings, load_settings
 from reporting.notify import NotifyConfig, breach_notice, failure_notice, send
 from reporting.runlock import date_lock
@@ -67,6 +69,32 @@ def measures(inputs: daily.DailyInputs, validation, settings: Settings) -> daily
     """Cached on the content of everything it reads: a re-run on unchanged inputs does
     not recompute; any changed input, parameter or code gives a new key."""
     return daily.compute(inputs, validation, settings)
+
+
+@task(name="value-book", cache_policy=NO_CACHE, task_run_name="value-book-{inputs.business_date}")
+def value_book(inputs: daily.DailyInputs, validation, settings: Settings):
+    return daily.book_of(inputs, validation, settings)
+
+
+@task(name="entity-measures", cache_policy=NO_CACHE, task_run_name="entity-measures-{business_date}-{shard}")
+def entity_measures(book: Book, settings: Settings, business_date: date, shard: int) -> EntityMeasures:
+    return measures_lib.entity_measures(book, settings)
+
+
+@task(name="market-stress", cache_policy=NO_CACHE, task_run_name="market-stress-{business_date}")
+def market_stress(book: Book, settings: Settings, business_date: date):
+    return measures_lib.market_stress(book, settings)
+
+
+def measures_on_cluster(inputs: daily.DailyInputs, validation, settings: Settings) -> daily.DailyResults:
+    """The book valued here; its shards' per-entity measures on the cluster while the
+    book-wide stress family (the liquidation cascade needs every line) runs here."""
+    book, quarantined = value_book(inputs, validation, settings)
+    futures = [entity_measures.submit(shard, settings, inputs.business_date, i)
+               for i, shard in enumerate(book.shards(settings.measure_shard_entities))]
+    market = market_stress(book, settings, inputs.business_date)
+    results = measures_lib.combine_measures(book, [f.result() for f in futures], market)
+    return daily.finish_measures(book, results, quarantined, settings)
 
 
 @task(name="render", cache_policy=NO_CACHE, task_run_name="render-{report.business_date}")
@@ -153,7 +181,10 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
             logger.info("Validation: %d of %d checks passed", int(validation.results["success"].sum()),
                         validation.results.height)
             with daily.timed(timings, "measures"):
-                results = measures(inputs, validation, settings)
+                if settings.dask_address:
+                    results = measures_on_cluster(inputs, validation, settings)
+                else:
+                    results = measures(inputs, validation, settings)
             util = results.limit_utilization
             logger.info("Measures: %d entities, %d row(s) quarantined, %d limit breach(es), %d warning(s)",
                         results.entity_metrics.height, results.quarantine.height,

@@ -83,9 +83,16 @@ class Settings:
     """Entities whose report is rendered every day, whatever their status."""
     render_workers: int = 0
     """Worker processes rendering entity PDFs in parallel (0: one per CPU)."""
+    measure_shard_entities: int = 0
+    """The per-entity measure families run on shards of this many entities, in entity id
+    order (0: the whole book at once). On a Dask cluster each shard is one task; in-process
+    the shards run one after another, which bounds their memory. A shard's figures are the
+    whole book's up to floating-point rounding (matrix products sum in another order), and
+    bit for bit the same wherever the shards run, so the size is a parameter of the run."""
     dask_address: str = ""
-    """A Dask scheduler (`tcp://host:8786`): entity reports render there, in shards of
-    `dask_shard_entities`, through Prefect's Dask task runner. Empty: in-process."""
+    """A Dask scheduler (`tcp://host:8786`): the measure shards run there, and the entity
+    reports render there in shards of `dask_shard_entities`, through Prefect's Dask task
+    runner. Empty: in-process."""
     dask_shard_entities: int = 100
 
     templates_dir: Path = PROJECT_ROOT / "templates"
@@ -103,6 +110,8 @@ class Settings:
                 )
         if self.entity_reports_max < 0 or self.render_workers < 0:
             raise ConfigError("entity_reports_max and render_workers must not be negative")
+        if self.measure_shard_entities < 0:
+            raise ConfigError(f"measure_shard_entities must be 0 (no shards) or positive, got {self.measure_shard_entities}")
         if self.dask_shard_entities < 1:
             raise ConfigError(f"dask_shard_entities must be positive, got {self.dask_shard_entities}")
         if self.backtest_days < 1:
@@ -138,6 +147,7 @@ ENV_VARS: dict[str, str] = {
     "LEVTRACK_RENDER_WORKERS": "render_workers",
     "LEVTRACK_DASK_ADDRESS": "dask_address",
     "LEVTRACK_DASK_SHARD_ENTITIES": "dask_shard_entities",
+    "LEVTRACK_MEASURE_SHARD_ENTITIES": "measure_shard_entities",
 }
 
 

@@ -21,7 +21,7 @@ from . import archive, commit, lake
 from .config import Settings
 from .errors import DropNotReady, InputError
 from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, merge_history, read_drop, read_reference
-from .measures.book import MeasureResults, apply_limits, compute_measures
+from .measures.book import Book, MeasureResults, apply_limits, measure_book, value_book
 from .schemas import DROP_TABLES
 from .timing import timed
 from .render import (
@@ -92,17 +92,30 @@ def compute(inputs: DailyInputs, validation: ValidationReport, settings: Setting
     """Set aside quarantined rows, compute every measure, then limit utilization with
     yesterday's figures from the lake."""
     timings = {} if timings is None else timings
+    book, quarantined = book_of(inputs, validation, settings, timings)
+    return finish_measures(book, measure_book(book, settings, timings), quarantined, settings, timings)
+
+
+def book_of(inputs: DailyInputs, validation: ValidationReport, settings: Settings,
+            timings: dict[str, float] | None = None) -> tuple[Book, pl.DataFrame]:
+    """The book's lines valued once, without the quarantined rows (returned beside it)."""
     kept, quarantined = quarantine(inputs.tables, validation)
     tables = {k: v.drop(ROW, strict=False) for k, v in kept.items()}
-    measures = compute_measures(tables, inputs.history, inputs.business_date, settings, timings)
+    return value_book(tables, inputs.history, inputs.business_date, settings, timings), quarantined
+
+
+def finish_measures(book: Book, results: MeasureResults, quarantined: pl.DataFrame, settings: Settings,
+                    timings: dict[str, float] | None = None) -> DailyResults:
+    """The quarantine's flags added, then limit utilization with yesterday's figures from the lake."""
+    timings = {} if timings is None else timings
     # The valued lines (2 M rows at scale) feed the measures only: nothing reports or
     # publishes them, so they stay out of the results the flow caches and passes on.
-    measures = replace(measures, lines=measures.lines.clear(),
-                       flags=pl.concat([measures.flags, quarantine_flags(quarantined)]).sort("entity_id", "flag"))
+    results = replace(results, lines=results.lines.clear(),
+                      flags=pl.concat([results.flags, quarantine_flags(quarantined)]).sort("entity_id", "flag"))
     with timed(timings, "limits"):
-        previous = lake.read_table(settings.lake, "limit_utilization", before=inputs.business_date)
-        metrics, utilization = apply_limits(measures, tables["limits"], previous, settings)
-    return DailyResults(measures, metrics, utilization, quarantined)
+        previous = lake.read_table(settings.lake, "limit_utilization", before=book.business_date)
+        metrics, utilization = apply_limits(results, book.tables["limits"], previous, settings)
+    return DailyResults(results, metrics, utilization, quarantined)
 
 
 def quarantine_flags(quarantined: pl.DataFrame) -> pl.DataFrame:

@@ -4,8 +4,8 @@ Starts, each as its own process and stopped by pid: a real `prefect server start
 free 127.0.0.1 port, a `dask scheduler`, and `dask worker --nworkers 2` whose processes
 get `PREFECT_API_URL` of that server — the set-up docs/operations.md describes, so no
 worker starts a Prefect server of its own. Runs `levtrack run` on the sample book twice,
-in-process and with `LEVTRACK_DASK_ADDRESS` (entity reports in shards of 10 on the
-workers), and expects the same lake tables and the same report bytes.
+in-process and with `LEVTRACK_DASK_ADDRESS` (measures and entity reports in shards of 10
+entities on the workers), and expects the same lake tables and the same report bytes.
 """
 
 from __future__ import annotations
@@ -76,8 +76,11 @@ def test_flow_on_a_dask_cluster_matches_the_in_process_run(tmp_path):
             assert done.returncode == 0, done.stderr[-3000:]
             return root
 
-        local = run("in-process", {})
-        cluster = run("dask", {"LEVTRACK_DASK_ADDRESS": scheduler, "LEVTRACK_DASK_SHARD_ENTITIES": "10"})
+        # measure shards are a parameter of the run (they change figures by rounding only):
+        # both runs use the same, in-process one after another, on the cluster as tasks
+        shards = {"LEVTRACK_MEASURE_SHARD_ENTITIES": "10"}
+        local = run("in-process", shards)
+        cluster = run("dask", shards | {"LEVTRACK_DASK_ADDRESS": scheduler, "LEVTRACK_DASK_SHARD_ENTITIES": "10"})
 
         # the same lake tables, row for row
         mine, theirs = _tables(local / "lake"), _tables(cluster / "lake")
@@ -92,14 +95,15 @@ def test_flow_on_a_dask_cluster_matches_the_in_process_run(tmp_path):
             assert (b.path / rel).read_bytes() == (a.path / rel).read_bytes(), rel
         assert a.manifest["report_id"] == b.manifest["report_id"]
 
-        # three shards (10 + 10 + 5 entities) ran as tasks, reported to the one server
+        # three shards (10 + 10 + 5 entities) of measures and of rendering ran as tasks,
+        # reported to the one server
         with SyncPrefectClient(api_url) as api:
-            shards = api.read_task_runs(task_run_filter=TaskRunFilter(
-                name=TaskRunFilterName(like_=f"render-entities-{D}-")))
-        assert sorted(r.name for r in shards) == [f"render-entities-{D}-{i}" for i in range(3)]
-        assert {r.state.name for r in shards} == {"Completed"}
+            for kind in ("entity-measures", "render-entities"):
+                runs = api.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=f"{kind}-{D}-")))
+                assert sorted(r.name for r in runs) == [f"{kind}-{D}-{i}" for i in range(3)], kind
+                assert {r.state.name for r in runs} == {"Completed"}, kind
         worker_log = (tmp_path / "workers.log").read_text(encoding="utf-8", errors="replace")
-        assert "render-entities-" in worker_log  # the workers ran them
+        assert "entity-measures-" in worker_log and "render-entities-" in worker_log  # the workers ran them
         assert "Starting temporary server" not in worker_log  # and started no Prefect server
     finally:
         assert processes.stop_all(), f"left running: {processes.left_running()}"

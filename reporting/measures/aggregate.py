@@ -29,7 +29,7 @@ def group_sum(index: np.ndarray | tuple[np.ndarray, np.ndarray], values: np.ndar
         return group_sum(flat, values, rows * cols).reshape(rows, cols, *values.shape[1:])
     index = np.asarray(index, np.int64)
     if values.ndim == 1:
-        return np.bincount(index, values, minlength=shape)
+        return np.bincount(index, values, minlength=shape).astype(float, copy=False)  # int64 when there are no lines
     lines = sparse.csr_matrix((np.ones(index.size), (index, np.arange(index.size))), shape=(shape, index.size))
     return np.asarray(lines @ values)
 

@@ -45,29 +45,108 @@ class MeasureResults:
     flags: pl.DataFrame
 
 
+@dataclass(frozen=True)
+class Book:
+    """The day's valued lines and what every shard of entities shares with the others.
+
+    Built once for the whole book: the liquidation cascade moves prices with every
+    entity's liquidations, so it needs all lines; every other family is per entity and
+    runs on a `shard` of the book."""
+
+    lines: pl.DataFrame
+    tiers: TierTable
+    entity_ids: list[str]
+    assets: list[str]
+    """Every non-cash underlying of the whole book: a shard's return window and
+    covariances span all of them, so they do not depend on the shard."""
+    tables: dict[str, pl.DataFrame]
+    history: pl.DataFrame
+    business_date: date
+
+    def shard(self, entity_ids: list[str]) -> "Book":
+        """The same book restricted to `entity_ids` (a run of consecutive entity ids)."""
+        first, last = self.entity_ids.index(entity_ids[0]), self.entity_ids.index(entity_ids[-1])
+        rows = pl.col("entity_row").is_between(first, last)  # entity_row: the entity's rank in entity_ids
+        tables = {**self.tables, "entities": self.tables["entities"].filter(pl.col("entity_id").is_in(entity_ids))}
+        return Book(self.lines.filter(rows), self.tiers, entity_ids, self.assets, tables, self.history,
+                    self.business_date)
+
+    def shards(self, size: int) -> list["Book"]:
+        """Consecutive runs of `size` entities in entity id order (0: the whole book as one)."""
+        if size <= 0 or size >= len(self.entity_ids):
+            return [self]
+        return [self.shard(self.entity_ids[i:i + size]) for i in range(0, len(self.entity_ids), size)]
+
+
+@dataclass(frozen=True)
+class EntityMeasures:
+    """Every per-entity family of one shard: all but the stress figures, which come from
+    the book-wide cascade (`market_stress`)."""
+
+    exposures: pl.DataFrame
+    concentration: pl.DataFrame
+    account_metrics: pl.DataFrame
+    entity_metrics: pl.DataFrame
+    backtest: pl.DataFrame
+    backtest_series: pl.DataFrame
+    flags: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class MarketStress:
+    cascade: pl.DataFrame
+    """`cascade_moves`: per scenario, cascade round and underlying, the liquidated contracts and extra move."""
+    stress_results: pl.DataFrame
+
+
 def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, business_date: date,
                      settings: Settings, timings: dict[str, float] | None = None) -> MeasureResults:
     """Exposure, leverage, margin, VaR family, backtest and stress for every entity with a line.
 
-    `timings`, if given, receives the wall time of each measure family (the benchmark's stages)."""
+    The per-entity families run shard by shard (`settings.measure_shard_entities`; 0: the
+    whole book at once), the same shards a Dask cluster runs as separate tasks, so both
+    give the same figures bit for bit. `timings`, if given, receives the wall time of each
+    measure family (the benchmark's stages)."""
+    timings = {} if timings is None else timings
+    return measure_book(value_book(tables, history, business_date, settings, timings), settings, timings)
+
+
+def measure_book(book: Book, settings: Settings, timings: dict[str, float] | None = None) -> MeasureResults:
+    """Every measure of a valued book, in this process: the shards one after another."""
+    timings = {} if timings is None else timings
+    # The stress family (scenarios, liquidation cascades, stress P&L) is book-wide: it
+    # runs in a second thread while the per-entity families run here. Both spend their
+    # time in numpy and polars, which release the GIL, so on two cores they overlap.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stress-family") as pool:
+        stress = pool.submit(market_stress, book, settings, timings)
+        parts = [entity_measures(shard, settings, timings) for shard in book.shards(settings.measure_shard_entities)]
+        return combine_measures(book, parts, stress.result())
+
+
+def value_book(tables: dict[str, pl.DataFrame], history: pl.DataFrame, business_date: date, settings: Settings,
+               timings: dict[str, float] | None = None) -> Book:
+    """Every line valued and keyed once (margin and cascade read the same keys)."""
     timings = {} if timings is None else timings
     with timed(timings, "exposure"):
         tiers = TierTable.from_frame(tables["margin_tiers"])
-        lines = margined_lines(build_lines(tables, business_date, settings), tiers)  # keyed once: margin, cascade
+        lines = margined_lines(build_lines(tables, business_date, settings), tiers)
         entity_ids = lines["entity_id"].unique().sort().to_list()
         assets = lines.select(pl.col("underlying").filter(~pl.col("is_cash")).unique().sort()).to_series().to_list()
-        exposures = exposure_by_underlying(lines)
-        exposure = entity_exposure(lines, tables["entities"], settings, exposures)
+    # the tables the shards and the stress family read, and `limits` for the daily job's next step
+    shared = {k: tables[k] for k in ("entities", "marks", "scenarios", "limits") if k in tables}
+    return Book(lines, tiers, entity_ids, assets, shared, history, business_date)
 
-    # The stress family (scenarios, liquidation cascades, stress P&L) reads only the
-    # lines, tiers, marks, scenario table and history: it runs in a second thread while
-    # margin and the VaR family run here. Both spend their time in numpy and polars,
-    # which release the GIL, so on two cores the families overlap.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stress-family") as pool:
-        stress_future = pool.submit(_stress_family, entity_ids, assets, lines, tables, tiers, history,
-                                    business_date, settings, timings)
-        with timed(timings, "margin"):
-            accounts = account_margin(lines, tiers, settings).with_columns(business_date=pl.lit(business_date))
+
+def entity_measures(book: Book, settings: Settings, timings: dict[str, float] | None = None) -> EntityMeasures:
+    """Exposure, leverage, margin, open-interest share, the VaR family and the backtest of
+    one shard's entities: each entity's figures read only its own lines."""
+    timings = {} if timings is None else timings
+    lines, business_date = book.lines, book.business_date
+    with timed(timings, "exposure"):
+        exposures = exposure_by_underlying(lines)
+        exposure = entity_exposure(lines, book.tables["entities"], settings, exposures)
+    with timed(timings, "margin"):
+        accounts = account_margin(lines, book.tiers, settings).with_columns(business_date=pl.lit(business_date))
         margin = accounts.group_by("entity_id", maintain_order=True).agg(
             initial_margin_usd=pl.col("initial_margin_usd").sum(),
             maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
@@ -75,53 +154,73 @@ def compute_measures(tables: dict[str, pl.DataFrame], history: pl.DataFrame, bus
             liquidation_distance=pl.col("liquidation_distance").min(),
             accounts_under_water=pl.col("under_water").sum(),
         )
-        with timed(timings, "exposure"):
-            concentration = open_interest_share(lines, tables["marks"]).with_columns(business_date=pl.lit(business_date))
-            max_share = concentration.group_by("entity_id", maintain_order=True).agg(
-                max_open_interest_share=pl.col("open_interest_share").max())
-        with timed(timings, "var_backtest"):
-            var = _var_family(entity_ids, assets, lines, exposures, history, business_date, settings)
-        cascade, stress = stress_future.result()
-
+    with timed(timings, "exposure"):
+        concentration = open_interest_share(lines, book.tables["marks"]).with_columns(business_date=pl.lit(business_date))
+        max_share = concentration.group_by("entity_id", maintain_order=True).agg(
+            max_open_interest_share=pl.col("open_interest_share").max())
+    with timed(timings, "var_backtest"):
+        var = _var_family(book.entity_ids, book.assets, lines, exposures, book.history, business_date, settings)
     metrics = (
         exposure.join(margin, on="entity_id", how="left", maintain_order="left")
         .join(var["metrics"], on="entity_id", how="left", maintain_order="left")
-        .join(worst_stress(stress), on="entity_id", how="left", maintain_order="left")
         .join(max_share, on="entity_id", how="left", maintain_order="left")
         .with_columns(
             business_date=pl.lit(business_date),
             var_99_1d_hist_pct=pl.when(pl.col("equity_usd") > 0)
             .then(pl.col("var_99_1d_hist_usd") / pl.col("equity_usd") * 100.0),
             exposure_reduction_usd=pl.lit(None, pl.Float64),
+            max_gross_leverage_for_var_limit=pl.lit(None, pl.Float64),
         )
         .sort("entity_id")
     )
-    flags = _flags(metrics, accounts, settings, stale_marks(lines, history, business_date, settings))
-    return MeasureResults(
-        lines=lines,
+    flags = _flags(metrics, accounts, settings, stale_marks(lines, book.history, business_date, settings))
+    return EntityMeasures(
         exposures=exposures.with_columns(business_date=pl.lit(business_date)),
         concentration=concentration,
         account_metrics=accounts,
-        entity_metrics=metrics.with_columns(max_gross_leverage_for_var_limit=pl.lit(None, pl.Float64))
-        .select(*ENTITY_METRIC_COLUMNS, "accounts_under_water", "var_loss_per_gross"),
-        stress_results=stress,
-        cascade=cascade.moves,
+        entity_metrics=metrics,
         backtest=var["backtest"],
         backtest_series=var["series"],
         flags=flags,
     )
 
 
-def _stress_family(entity_ids, assets, lines, tables, tiers, history, business_date, settings, timings):
-    """Stress scenarios, the liquidation cascade under each, and the stress P&L after it."""
+def market_stress(book: Book, settings: Settings, timings: dict[str, float] | None = None) -> MarketStress:
+    """Stress scenarios, the liquidation cascade under each, and the stress P&L after it:
+    book-wide, since every entity's liquidations move the prices all the others face."""
+    timings = {} if timings is None else timings
     with timed(timings, "stress"):
-        stress_window = return_window(history, assets, business_date, settings.lookback)
-        scenarios = build_scenarios(tables["scenarios"], lines, settings, stress_window)
+        stress_window = return_window(book.history, book.assets, book.business_date, settings.lookback)
+        scenarios = build_scenarios(book.tables["scenarios"], book.lines, settings, stress_window)
     with timed(timings, "cascade"):
-        cascade = liquidation_cascades(entity_ids, lines, scenarios, tiers, tables["marks"], settings, business_date)
+        cascade = liquidation_cascades(book.entity_ids, book.lines, scenarios, book.tiers, book.tables["marks"],
+                                       settings, book.business_date)
     with timed(timings, "stress"):
-        stress = stress_results(entity_ids, lines, scenarios, business_date, cascade.per_entity)
-    return cascade, stress
+        stress = stress_results(book.entity_ids, book.lines, scenarios, book.business_date, cascade.per_entity)
+    return MarketStress(cascade.moves, stress)
+
+
+def combine_measures(book: Book, parts: list[EntityMeasures], market: MarketStress) -> MeasureResults:
+    """The shards' tables one after another (shards are in entity order), with each
+    entity's worst stress loss joined into its metrics."""
+    def stacked(name: str) -> pl.DataFrame:
+        frames = [getattr(p, name) for p in parts]
+        return frames[0] if len(frames) == 1 else pl.concat(frames)
+
+    metrics = stacked("entity_metrics").join(worst_stress(market.stress_results), on="entity_id", how="left",
+                                             maintain_order="left")
+    return MeasureResults(
+        lines=book.lines,
+        exposures=stacked("exposures"),
+        concentration=stacked("concentration"),
+        account_metrics=stacked("account_metrics"),
+        entity_metrics=metrics.select(*ENTITY_METRIC_COLUMNS, "accounts_under_water", "var_loss_per_gross"),
+        stress_results=market.stress_results,
+        cascade=market.cascade,
+        backtest=stacked("backtest"),
+        backtest_series=stacked("backtest_series"),
+        flags=stacked("flags"),  # each shard's sorted by entity and flag
+    )
 
 
 def _var_family(entity_ids, assets, lines, exposures, history, business_date, settings) -> dict:
@@ -133,10 +232,15 @@ def _var_family(entity_ids, assets, lines, exposures, history, business_date, se
     unknown = np.isnan(pnl)
     run = np.where(unknown.any(axis=1), np.argmax(unknown[:, ::-1], axis=1), n_t)
     n_obs = np.minimum(settings.lookback, run)
-    hist, es, param, ewma = (np.full(n_e, np.nan) for _ in range(4))
+    hist, es, param, ewma, per_gross = (np.full(n_e, np.nan) for _ in range(5))
     d = delta_matrix(entity_ids, window.assets, exposures)
     z = normal_quantile(settings.var_confidence)
-    ewma_cov = np.zeros((len(window.assets),) * 2)
+    gross = (
+        pl.DataFrame({"entity_id": entity_ids})
+        .join(exposures.group_by("entity_id", maintain_order=True).agg(g=pl.col("gross_exposure_usd").sum()), on="entity_id",
+              how="left", maintain_order="left")["g"].fill_null(0.0).to_numpy()
+    )
+    implied = implied_vol_matrix(entity_ids, window.assets, lines)
     for n in np.unique(n_obs[n_obs > 0]):  # one group per window length, usually just one
         rows = n_obs == n
         losses = -pnl[rows, n_t - n:]
@@ -147,14 +251,8 @@ def _var_family(entity_ids, assets, lines, exposures, history, business_date, se
             param[rows] = parametric_var(d[rows], sample_covariance(recent), z)
         cov = ewma_covariance(recent, settings.ewma_lambda)
         ewma[rows] = parametric_var(d[rows], cov, z)
-        if n == n_obs.max():
-            ewma_cov = cov
-    gross = (
-        pl.DataFrame({"entity_id": entity_ids})
-        .join(exposures.group_by("entity_id", maintain_order=True).agg(g=pl.col("gross_exposure_usd").sum()), on="entity_id",
-              how="left", maintain_order="left")["g"].fill_null(0.0).to_numpy()
-    )
-    per_gross = loss_per_unit_gross(d, gross, ewma_cov, implied_vol_matrix(entity_ids, window.assets, lines), z)
+        # each entity's own window, like its EWMA VaR: the figure does not depend on who else is in the book
+        per_gross[rows] = loss_per_unit_gross(d[rows], gross[rows], cov, implied[rows], z)
     metrics = pl.DataFrame({
         "entity_id": entity_ids,
         "var_99_1d_hist_usd": hist, "es_975_1d_hist_usd": es,
