@@ -1547,6 +1547,21 @@ DEFAULT_PDF_VARIANT = "pdf/a-3b"
 """Archival PDF (PDF/A-3b): fonts embedded, colour profile, no external dependencies."""
 
 
+@contextlib.contextmanager
+def _fixed_font_dates() -> Iterator[None]:
+    """WeasyPrint subsets the embedded fonts with HarfBuzz or, where libharfbuzz-subset
+    is not installed, with fontTools, which stamps each subset with the current time
+    unless `SOURCE_DATE_EPOCH` is set (reproducible-builds.org). Set here (to the
+    caller's value, else 0) so the same HTML gives the same bytes on either path."""
+    previous = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = previous or "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
+
+
 def write_pdf(html: str, path: Path, *, pdf_variant: str | None = DEFAULT_PDF_VARIANT,
               attachments: Iterable[PdfAttachment] | None = None,
               identifier: bytes | None = None,
@@ -1586,10 +1601,11 @@ def write_pdf(html: str, path: Path, *, pdf_variant: str | None = DEFAULT_PDF_VA
         body, sheet = _split_stylesheet(str(html))
         document = _ReportDocument(string=body, base_url=None, url_fetcher=fetcher)
         fonts = font_config if "@font-face" not in body else None
-        pdf = document.write_pdf(font_config=fonts,
-                                 pdf_variant=pdf_variant, attachments=files or None,
-                                 pdf_identifier=identifier,
-                                 stylesheets=[sheet] if sheet is not None else None)
+        with _fixed_font_dates():
+            pdf = document.write_pdf(font_config=fonts,
+                                     pdf_variant=pdf_variant, attachments=files or None,
+                                     pdf_identifier=identifier,
+                                     stylesheets=[sheet] if sheet is not None else None)
     except FatalURLFetchingError as exc:
         cause = exc.__cause__ or exc
         raise RenderError(f"PDF not written to {path}: {cause}") from exc

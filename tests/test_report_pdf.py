@@ -136,6 +136,22 @@ def test_same_inputs_give_identical_bytes(rendered, tmp_path):
         assert (fresh / f"{name}.pdf").read_bytes() == rendered[name]["pdf"].read_bytes(), name
 
 
+def test_same_bytes_when_fonts_are_subset_by_fonttools(rendered, tmp_path, monkeypatch):
+    """Without libharfbuzz-subset WeasyPrint subsets fonts with fontTools, which stamps
+    each subset with the clock: two renders an hour apart still give the same bytes."""
+    import fontTools.misc.timeTools as font_time
+    import weasyprint.pdf.fonts as weasy_fonts
+
+    monkeypatch.setattr(weasy_fonts, "harfbuzz_subset", None)  # fontTools' path
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    html = rendered["E1"]["html"]
+    for i, clock in enumerate((1_700_000_000.0, 1_700_003_600.0)):
+        monkeypatch.setattr(font_time.time, "time", lambda clock=clock: clock)
+        write_pdf(html, tmp_path / f"E1-{i}.pdf")
+    assert (tmp_path / "E1-0.pdf").read_bytes() == (tmp_path / "E1-1.pdf").read_bytes()
+    assert "SOURCE_DATE_EPOCH" not in os.environ  # left as it was
+
+
 def test_no_clock_inside_the_pdf(rendered):
     """Every date inside the file is the run's created_at, 2025-02-01T06:15:00Z."""
     reader = PdfReader(str(rendered["E1"]["pdf"]))
