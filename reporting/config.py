@@ -86,9 +86,10 @@ class Settings:
     measure_shard_entities: int = 0
     """The per-entity measure families run on shards of this many entities, in entity id
     order (0: the whole book at once). On a Dask cluster each shard is one task; in-process
-    the shards run one after another, which bounds their memory. A shard's figures are the
-    whole book's up to floating-point rounding (matrix products sum in another order), and
-    bit for bit the same wherever the shards run, so the size is a parameter of the run."""
+    the shards run one after another (slower than one shard: bench/README.md). A shard's
+    figures are the whole book's up to floating-point rounding (matrix products sum in
+    another order), and bit for bit the same wherever the shards run, so the size is a
+    parameter of the run."""
     dask_address: str = ""
     """A Dask scheduler (`tcp://host:8786`): the measure shards run there, and the entity
     reports render there in shards of `dask_shard_entities`, through Prefect's Dask task

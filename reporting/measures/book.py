@@ -9,6 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -64,18 +65,22 @@ class Book:
     business_date: date
 
     def shard(self, entity_ids: list[str]) -> "Book":
-        """The same book restricted to `entity_ids` (a run of consecutive entity ids)."""
+        """The whole book restricted to `entity_ids`, a run of consecutive ids of its
+        `entity_ids` (the lines' `entity_row` is the entity's position there)."""
         first, last = self.entity_ids.index(entity_ids[0]), self.entity_ids.index(entity_ids[-1])
-        rows = pl.col("entity_row").is_between(first, last)  # entity_row: the entity's rank in entity_ids
+        rows = pl.col("entity_row").is_between(first, last)
         tables = {**self.tables, "entities": self.tables["entities"].filter(pl.col("entity_id").is_in(entity_ids))}
         return Book(self.lines.filter(rows), self.tiers, entity_ids, self.assets, tables, self.history,
                     self.business_date)
 
-    def shards(self, size: int) -> list["Book"]:
-        """Consecutive runs of `size` entities in entity id order (0: the whole book as one)."""
+    def shards(self, size: int) -> Iterator["Book"]:
+        """Consecutive runs of `size` entities in entity id order (0: the whole book as
+        one), each sliced when it is asked for, so only one slice need exist at a time."""
         if size <= 0 or size >= len(self.entity_ids):
-            return [self]
-        return [self.shard(self.entity_ids[i:i + size]) for i in range(0, len(self.entity_ids), size)]
+            yield self
+            return
+        for i in range(0, len(self.entity_ids), size):
+            yield self.shard(self.entity_ids[i:i + size])
 
 
 @dataclass(frozen=True)
