@@ -3,10 +3,7 @@ receiver, both started on 127.0.0.1 for the test and stopped in teardown."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import socket
 import threading
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

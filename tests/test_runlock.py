@@ -17,7 +17,7 @@ D = date(2026, 11, 24)
 def test_second_run_fails_with_the_holder_named(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import time, sys; from datetime import date; from reporting.runlock import date_lock\n"
-        f"with date_lock(sys.argv[1], date(2026, 11, 24)):\n    print('held', flush=True); time.sleep(30)"),
+        "with date_lock(sys.argv[1], date(2026, 11, 24)):\n    print('held', flush=True); time.sleep(30)"),
         str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -44,7 +44,7 @@ def test_other_dates_do_not_block_and_release_is_clean(tmp_path):
 def test_waiting_run_gets_the_lock_when_the_first_ends(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import time, sys; from datetime import date; from reporting.runlock import date_lock\n"
-        f"with date_lock(sys.argv[1], date(2026, 11, 24)):\n    print('held', flush=True); time.sleep(1.5)"),
+        "with date_lock(sys.argv[1], date(2026, 11, 24)):\n    print('held', flush=True); time.sleep(1.5)"),
         str(tmp_path)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     start = time.monotonic()
