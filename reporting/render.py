@@ -1518,14 +1518,18 @@ def _lean_ua_stylesheet() -> CSS | None:
     (checked when this was written, on every report of the test fixture)."""
     try:
         from weasyprint import html as wp_html
-        ua, counter_style = wp_html.UA, wp_html.UA_COUNTER_STYLE
+        from weasyprint.css.counters import CounterStyle
+        ua = wp_html.UA
     except (ImportError, AttributeError):
         return None
     lean, n_marker = re.subn(r"^::marker \{", "li::marker {", ua, flags=re.M)
     lean, n_notes = re.subn(r"^::(?:footnote|note)-[a-z-]+ \{[^{}\n]*\}\n", "", lean, flags=re.M)
     if n_marker != 1 or n_notes != 5 or re.search(r"^::", lean, flags=re.M):
         return None  # not the sheet this was written for: keep WeasyPrint's own
-    return CSS(string=lean, counter_style=counter_style)
+    # Documents take their counter styles from WeasyPrint's own copy of this sheet's
+    # (`HTML._ua_counter_style`); parsed into that dict again, `disc` and `decimal` would
+    # be refused as already defined, with a warning in every run's log.
+    return CSS(string=lean, counter_style=CounterStyle())
 
 
 _LEAN_UA = _lean_ua_stylesheet()
