@@ -24,8 +24,8 @@ from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_
 from .margin import TierTable, account_margin, margined_lines
 from .stress import build_scenarios, stress_results, worst_stress
 from .var import (
-    delta_matrix, ewma_covariance, historical_es, historical_var, implied_vol_matrix, loss_per_unit_gross,
-    normal_quantile, parametric_var, return_window, sample_covariance, scenario_pnl,
+    ReturnWindow, delta_matrix, ewma_covariance, historical_es, historical_var, implied_vol_matrix,
+    loss_per_unit_gross, normal_quantile, parametric_var, return_window, sample_covariance, scenario_pnl,
 )
 
 FLAG_SCHEMA = {"entity_id": pl.String, "flag": pl.String, "message": pl.String}
@@ -62,6 +62,9 @@ class Book:
     covariances span all of them, so they do not depend on the shard."""
     tables: dict[str, pl.DataFrame]
     history: pl.DataFrame
+    returns: ReturnWindow
+    """The daily returns of `assets` over the look-back and the backtest, computed once:
+    the VaR family reads all of it, the stress family its last `lookback` returns."""
     business_date: date
 
     def shard(self, entity_ids: list[str]) -> "Book":
@@ -71,7 +74,7 @@ class Book:
         rows = pl.col("entity_row").is_between(first, last)
         tables = {**self.tables, "entities": self.tables["entities"].filter(pl.col("entity_id").is_in(entity_ids))}
         return Book(self.lines.filter(rows), self.tiers, entity_ids, self.assets, tables, self.history,
-                    self.business_date)
+                    self.returns, self.business_date)
 
     def shards(self, size: int) -> Iterator["Book"]:
         """Consecutive runs of `size` entities in entity id order (0: the whole book as
@@ -137,9 +140,10 @@ def value_book(tables: dict[str, pl.DataFrame], history: pl.DataFrame, business_
         lines = margined_lines(build_lines(tables, business_date, settings), tiers)
         entity_ids = lines["entity_id"].unique().sort().to_list()
         assets = lines.select(pl.col("underlying").filter(~pl.col("is_cash")).unique().sort()).to_series().to_list()
+        returns = return_window(history, assets, business_date, settings.lookback + settings.backtest_days)
     # the tables the shards and the stress family read, and `limits` for the daily job's next step
     shared = {k: tables[k] for k in ("entities", "marks", "scenarios", "limits") if k in tables}
-    return Book(lines, tiers, entity_ids, assets, shared, history, business_date)
+    return Book(lines, tiers, entity_ids, assets, shared, history, returns, business_date)
 
 
 def entity_measures(book: Book, settings: Settings, timings: dict[str, float] | None = None) -> EntityMeasures:
@@ -164,7 +168,7 @@ def entity_measures(book: Book, settings: Settings, timings: dict[str, float] | 
         max_share = concentration.group_by("entity_id", maintain_order=True).agg(
             max_open_interest_share=pl.col("open_interest_share").max())
     with timed(timings, "var_backtest"):
-        var = _var_family(book.entity_ids, book.assets, lines, exposures, book.history, business_date, settings)
+        var = _var_family(book.entity_ids, lines, exposures, book.returns, business_date, settings)
     metrics = (
         exposure.join(margin, on="entity_id", how="left", maintain_order="left")
         .join(var["metrics"], on="entity_id", how="left", maintain_order="left")
@@ -195,7 +199,7 @@ def market_stress(book: Book, settings: Settings, timings: dict[str, float] | No
     book-wide, since every entity's liquidations move the prices all the others face."""
     timings = {} if timings is None else timings
     with timed(timings, "stress"):
-        stress_window = return_window(book.history, book.assets, book.business_date, settings.lookback)
+        stress_window = book.returns.last(settings.lookback)
         scenarios = build_scenarios(book.tables["scenarios"], book.lines, settings, stress_window)
     with timed(timings, "cascade"):
         cascade = liquidation_cascades(book.entity_ids, book.lines, scenarios, book.tiers, book.tables["marks"],
@@ -228,8 +232,7 @@ def combine_measures(book: Book, parts: list[EntityMeasures], market: MarketStre
     )
 
 
-def _var_family(entity_ids, assets, lines, exposures, history, business_date, settings) -> dict:
-    window = return_window(history, assets, business_date, settings.lookback + settings.backtest_days)
+def _var_family(entity_ids, lines, exposures, window: ReturnWindow, business_date, settings) -> dict:
     pnl = scenario_pnl(entity_ids, lines, window)
     n_e, n_t = pnl.shape
     # Each entity's window: the last `lookback` days, or fewer where its PnL is unknown

@@ -27,6 +27,12 @@ class ReturnWindow:
     assets: list[str]
     returns: np.ndarray  # (T, A)
 
+    def last(self, n: int) -> "ReturnWindow":
+        """The last `n` returns: the same figures `return_window` gives for `n` returns
+        ending on the same date (each return reads only its own two closes)."""
+        n = max(0, min(n, len(self.dates)))
+        return ReturnWindow(self.dates[len(self.dates) - n:], self.assets, self.returns[self.returns.shape[0] - n:])
+
 
 def return_window(history: pl.DataFrame, assets: list[str], business_date: date, n_returns: int) -> ReturnWindow:
     """The `n_returns` daily simple returns `close_t / close_(t−1) − 1` ending on `business_date`.

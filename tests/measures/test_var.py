@@ -131,3 +131,23 @@ def test_loss_per_unit_gross_uses_implied_vol_where_options_are_held():
     want0 = Z99 * math.sqrt((100 * 0.03) ** 2 + (50 * 0.05) ** 2 + 2 * 0.5 * 100 * 0.03 * 50 * 0.05) / 150
     want1 = Z99 * math.sqrt((100 * 0.03) ** 2 + (50 * s2) ** 2 + 2 * 0.5 * 100 * 0.03 * 50 * s2) / 150
     assert got.tolist() == pytest.approx([want0, want1])
+
+
+def test_the_last_returns_of_a_longer_window_are_the_shorter_window():
+    """The stress family reads the last `lookback` returns of the VaR family's longer
+    window: each return is close_t / close_(t-1) - 1, so a gap (no close on day 3) makes
+    the two returns that need it NaN in both, and the rest agree to the bit."""
+    closes = {0: 100.0, 1: 101.0, 2: 99.5, 4: 103.0, 5: 102.0, 6: 104.5, 7: 104.0}
+    hist = pl.DataFrame({
+        "date": [BUSINESS_DATE - timedelta(days=7 - d) for d in closes],
+        "asset": ["BTC"] * len(closes),
+        "close_usd": list(closes.values()),
+    })
+    long = return_window(hist, ["BTC"], BUSINESS_DATE, 7)
+    short = return_window(hist, ["BTC"], BUSINESS_DATE, 5)
+    tail = long.last(5)
+    assert tail.dates == short.dates == [BUSINESS_DATE - timedelta(days=k) for k in range(4, -1, -1)]
+    expected = [np.nan, np.nan, 102.0 / 103.0 - 1, 104.5 / 102.0 - 1, 104.0 / 104.5 - 1]  # by hand
+    np.testing.assert_array_equal(tail.returns[:, 0], expected)
+    np.testing.assert_array_equal(short.returns, tail.returns)
+    assert long.last(50).dates == long.dates  # never more than there is
