@@ -10,7 +10,7 @@ Prefect artifacts with stable keys.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +64,26 @@ def _measures_key(context, parameters) -> str:
 
 
 @task(name="measures-and-limits", cache_key_fn=_measures_key, persist_result=True,
-      task_run_name="measures-{inputs.business_date}")
+      cache_expiration=timedelta(days=daily.MEASURES_CACHE_DAYS), task_run_name="measures-{inputs.business_date}")
 def measures(inputs: daily.DailyInputs, validation, settings: Settings) -> daily.DailyResults:
     """Cached on the content of everything it reads: a re-run on unchanged inputs does
     not recompute; any changed input, parameter or code gives a new key."""
     return daily.compute(inputs, validation, settings)
+
+
+def measures_cache() -> Path:
+    """The measures task's cached results: a folder of their own in Prefect's local result
+    storage, so that expired ones can be deleted without touching anyone else's."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    return Path(PREFECT_LOCAL_STORAGE_PATH.value()) / "levtrack-measures"
+
+
+def cached_measures(inputs: daily.DailyInputs, validation, settings: Settings) -> daily.DailyResults:
+    cache = measures_cache()
+    for path in daily.prune_cache(cache, daily.MEASURES_CACHE_DAYS):
+        get_run_logger().info("Deleted cached measures older than %d days: %s", daily.MEASURES_CACHE_DAYS, path.name)
+    return measures.with_options(result_storage=cache)(inputs, validation, settings)
 
 
 @task(name="value-book", cache_policy=NO_CACHE, task_run_name="value-book-{inputs.business_date}")
@@ -184,7 +199,7 @@ def daily_leverage_report(business_date: date | None = None, overrides: dict[str
                 if settings.dask_address:
                     results = measures_on_cluster(inputs, validation, settings)
                 else:
-                    results = measures(inputs, validation, settings)
+                    results = cached_measures(inputs, validation, settings)
             util = results.limit_utilization
             logger.info("Measures: %d entities, %d row(s) quarantined, %d limit breach(es), %d warning(s)",
                         results.entity_metrics.height, results.quarantine.height,

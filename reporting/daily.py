@@ -307,6 +307,26 @@ def recover(settings: Settings) -> list[str]:
     return commit.recover(settings.lake, settings.archive)
 
 
+MEASURES_CACHE_DAYS = 3
+"""How long the flow keeps a measures result to serve a re-run of unchanged inputs (a
+retry after a failed render, a re-run the same week); older ones are deleted."""
+
+
+def prune_cache(folder: Path, max_age_days: float, now: float | None = None) -> list[Path]:
+    """Delete the files in `folder` older than `max_age_days`, and return them. Prefect
+    never deletes a cached result, expired or not, and at L one is ~350 MB: without
+    this the cache would grow by that every business day."""
+    if not folder.is_dir():
+        return []
+    cutoff = (time.time() if now is None else now) - max_age_days * 86400.0
+    gone = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
+
+
 def new_run() -> tuple[str, str]:
     """A fresh run id and its creation time (ISO-8601 UTC)."""
     now = datetime.now(timezone.utc).replace(microsecond=0)

@@ -40,3 +40,22 @@ def test_measure_shards_give_the_whole_books_figures(tmp_path):
                                rel_tol=1e-12, abs_tol=1e-6, check_exact=False)
         assert_frame_equal(sharded.entity_metrics, whole.entity_metrics, rel_tol=1e-12, abs_tol=1e-6)
         assert sharded.limit_utilization["status"].equals(whole.limit_utilization["status"])
+
+
+def test_prune_cache_deletes_only_what_is_older_than_the_limit(tmp_path):
+    import os
+
+    from reporting.daily import prune_cache
+
+    now = 1_800_000_000.0
+    ages = {"fresh": 0.5, "two-days": 2.0, "just-over": 3.01, "old": 30.0}  # days
+    for name, days in ages.items():
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    (tmp_path / "a-folder").mkdir()  # not a cached result: left alone
+    os.utime(tmp_path / "a-folder", (now - 90 * 86400, now - 90 * 86400))
+    gone = prune_cache(tmp_path, 3, now=now)
+    assert sorted(p.name for p in gone) == ["just-over", "old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder", "fresh", "two-days"]
+    assert prune_cache(tmp_path / "missing", 3, now=now) == []

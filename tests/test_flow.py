@@ -116,6 +116,9 @@ def test_rerun_supersedes_and_replaces_the_partition(first_run, capsys):
     # same inputs: not recomputed (the cache is keyed on content, so even the first run may
     # have hit the result of an identical book run earlier in the session)
     assert measures_task_states()[-1] == "Cached"
+    # kept in a folder of its own, which the flow prunes (Prefect never deletes a result)
+    from flows.daily import measures_cache
+    assert any(p.is_file() for p in measures_cache().iterdir())
     runs = runs_for_date(root / "archive", D)
     assert len(runs) == 2
     assert runs[1].manifest["supersedes"] == runs[0].run_id
