@@ -1564,6 +1564,8 @@ def _fixed_font_dates() -> Iterator[None]:
     finally:
         if previous is None:
             os.environ.pop("SOURCE_DATE_EPOCH", None)
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = previous
 
 
 def write_pdf(html: str, path: Path, *, pdf_variant: str | None = DEFAULT_PDF_VARIANT,

@@ -67,11 +67,11 @@ class Book:
     the VaR family reads all of it, the stress family its last `lookback` returns."""
     business_date: date
 
-    def shard(self, entity_ids: list[str]) -> "Book":
-        """The whole book restricted to `entity_ids`, a run of consecutive ids of its
-        `entity_ids` (the lines' `entity_row` is the entity's position there)."""
-        first, last = self.entity_ids.index(entity_ids[0]), self.entity_ids.index(entity_ids[-1])
-        rows = pl.col("entity_row").is_between(first, last)
+    def shard(self, start: int, stop: int) -> "Book":
+        """The whole book restricted to its entities `entity_ids[start:stop]` (the lines'
+        `entity_row` is the entity's position in `entity_ids`)."""
+        entity_ids = self.entity_ids[start:stop]
+        rows = pl.col("entity_row").is_between(start, stop - 1)
         tables = {**self.tables, "entities": self.tables["entities"].filter(pl.col("entity_id").is_in(entity_ids))}
         return Book(self.lines.filter(rows), self.tiers, entity_ids, self.assets, tables, self.history,
                     self.returns, self.business_date)
@@ -82,8 +82,8 @@ class Book:
         if size <= 0 or size >= len(self.entity_ids):
             yield self
             return
-        for i in range(0, len(self.entity_ids), size):
-            yield self.shard(self.entity_ids[i:i + size])
+        for start in range(0, len(self.entity_ids), size):
+            yield self.shard(start, start + size)
 
 
 @dataclass(frozen=True)
