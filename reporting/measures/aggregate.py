@@ -43,39 +43,40 @@ def pair_key(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 def positions(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct keys (ascending) and each line's group number among them: dense
     group numbers for `group_sum`. Exact for any subset of lines."""
+    distinct, number, _ = groups(key)
+    return distinct, number
+
+
+def groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`positions`, and one line of each group (the first where the keys come sorted,
+    else any): where a group's labels are the same on all its lines, the line to read them from."""
     key = np.asarray(key, np.int64)
     if key.size == 0:
-        return key, key
+        return key, key, key
     if key.size > 1 and (key[1:] >= key[:-1]).all():  # in order already (lines by account): one pass
         new = np.empty(key.size, bool)
         new[0] = True
         np.not_equal(key[1:], key[:-1], out=new[1:])
-        return key[new], np.cumsum(new, dtype=np.int64) - 1
+        return key[new], np.cumsum(new, dtype=np.int64) - 1, np.flatnonzero(new)
     top = int(key.max())
     if top < 16 * key.size + 1024:  # a key of modest range (an account, an account's asset): marking beats a sort
-        present = np.zeros(top + 1, bool)
-        present[key] = True
-        distinct = np.flatnonzero(present)
-        number = np.empty(top + 1, np.int32 if distinct.size < 2**31 else np.int64)
-        number[distinct] = np.arange(distinct.size)
-        return distinct, number[key].astype(np.int64)
-    distinct, number = np.unique(key, return_inverse=True)
-    return distinct, number.reshape(-1)
-
-
-def first_lines(number: np.ndarray, n: int) -> np.ndarray:
-    """The first line of each of `n` groups, given each line's group number."""
-    first = np.full(n, -1, dtype=np.int64)
-    first[number[::-1]] = np.arange(number.size - 1, -1, -1)
-    return first
+        slot = np.full(top + 1, -1, np.int64)
+        slot[key] = np.arange(key.size)  # a line of each key: one pass over the lines
+        distinct = np.flatnonzero(slot >= 0)
+        line = slot[distinct]
+        slot[distinct] = np.arange(distinct.size)
+        return distinct, slot[key], line
+    distinct, line, number = np.unique(key, return_index=True, return_inverse=True)
+    return distinct, number.reshape(-1), line
 
 
 def grouped(frame: pl.DataFrame, key: np.ndarray, labels: Sequence[str],
             sums: Mapping[str, np.ndarray]) -> tuple[pl.DataFrame, np.ndarray]:
-    """One row per distinct `key`, in key order: the `labels` columns of its first line
-    of `frame` and the Σ of each of `sums` (per line). Also returns each line's row."""
-    distinct, number = positions(key)
-    out = frame.select(pl.col(labels).gather(first_lines(number, distinct.size)))
+    """One row per distinct `key`, in key order: the `labels` columns (the same on every
+    line of a group, such as the entity of an entity's key) and the Σ of each of `sums`
+    (per line). Also returns each line's row."""
+    distinct, number, line = groups(key)
+    out = frame.select(pl.col(labels).gather(line))
     return out.with_columns(pl.Series(name, group_sum(number, v, distinct.size)) for name, v in sums.items()), number
 
 
@@ -93,6 +94,6 @@ def _index_of(lines: pl.DataFrame, label: str, row: str, names: list[str]) -> np
     """Each line's `label` as its position in `names`: looked up once per distinct
     `row` (the line's integer key from `build_lines`), not once per line."""
     index = {name: i for i, name in enumerate(names)}
-    distinct, number = positions(lines[row].to_numpy())
-    labels = lines[label].gather(first_lines(number, distinct.size))
+    _, number, line = groups(lines[row].to_numpy())
+    labels = lines[label].gather(line)
     return labels.replace_strict(index, return_dtype=pl.Int64).to_numpy()[number]

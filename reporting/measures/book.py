@@ -153,22 +153,26 @@ def entity_measures(book: Book, settings: Settings, timings: dict[str, float] | 
     lines, business_date = book.lines, book.business_date
     with timed(timings, "exposure"):
         exposures = exposure_by_underlying(lines)
-        exposure = entity_exposure(lines, book.tables["entities"], settings, exposures)
-    with timed(timings, "margin"):
-        accounts = account_margin(lines, book.tiers, settings).with_columns(business_date=pl.lit(business_date))
-        margin = accounts.group_by("entity_id", maintain_order=True).agg(
-            initial_margin_usd=pl.col("initial_margin_usd").sum(),
-            maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
-            margin_utilization=pl.when(pl.col("under_water").any()).then(None).otherwise(pl.col("margin_utilization").max()),
-            liquidation_distance=pl.col("liquidation_distance").min(),
-            accounts_under_water=pl.col("under_water").sum(),
-        )
-    with timed(timings, "exposure"):
-        concentration = open_interest_share(lines, book.tables["marks"]).with_columns(business_date=pl.lit(business_date))
-        max_share = concentration.group_by("entity_id", maintain_order=True).agg(
-            max_open_interest_share=pl.col("open_interest_share").max())
-    with timed(timings, "var_backtest"):
-        var = _var_family(book.entity_ids, lines, exposures, book.returns, business_date, settings)
+    # The VaR family needs only the exposures: it runs in a thread of its own while this
+    # one does the rest (numpy releases the GIL), so no core idles behind a single thread.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="var-family") as pool:
+        var_family = pool.submit(_timed_var_family, book, exposures, settings, timings)
+        with timed(timings, "exposure"):
+            exposure = entity_exposure(lines, book.tables["entities"], settings, exposures)
+        with timed(timings, "margin"):
+            accounts = account_margin(lines, book.tiers, settings).with_columns(business_date=pl.lit(business_date))
+            margin = accounts.group_by("entity_id", maintain_order=True).agg(
+                initial_margin_usd=pl.col("initial_margin_usd").sum(),
+                maintenance_margin_usd=pl.col("maintenance_margin_usd").sum(),
+                margin_utilization=pl.when(pl.col("under_water").any()).then(None).otherwise(pl.col("margin_utilization").max()),
+                liquidation_distance=pl.col("liquidation_distance").min(),
+                accounts_under_water=pl.col("under_water").sum(),
+            )
+        with timed(timings, "exposure"):
+            concentration = open_interest_share(lines, book.tables["marks"]).with_columns(business_date=pl.lit(business_date))
+            max_share = concentration.group_by("entity_id", maintain_order=True).agg(
+                max_open_interest_share=pl.col("open_interest_share").max())
+        var = var_family.result()
     metrics = (
         exposure.join(margin, on="entity_id", how="left", maintain_order="left")
         .join(var["metrics"], on="entity_id", how="left", maintain_order="left")
@@ -230,6 +234,11 @@ def combine_measures(book: Book, parts: list[EntityMeasures], market: MarketStre
         backtest_series=stacked("backtest_series"),
         flags=stacked("flags"),  # each shard's sorted by entity and flag
     )
+
+
+def _timed_var_family(book: Book, exposures: pl.DataFrame, settings: Settings, timings: dict[str, float]) -> dict:
+    with timed(timings, "var_backtest"):
+        return _var_family(book.entity_ids, book.lines, exposures, book.returns, book.business_date, settings)
 
 
 def _var_family(entity_ids, lines, exposures, window: ReturnWindow, business_date, settings) -> dict:

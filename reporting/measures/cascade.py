@@ -44,6 +44,7 @@ from datetime import date
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
 from ..config import Settings
 from .aggregate import asset_index, entity_index, positions
@@ -117,6 +118,7 @@ class _Book:
         self.pair_acct, self.pair_asset = pair // self.n_asset, pair % self.n_asset
         self.pair_entity = self.acct_entity[self.pair_acct]
         self.pair_weight = np.bincount(pair_of_line, weight, minlength=pair.size)
+        self.pair_matrix = _by_account(self.pair_acct, self.pair_asset, self.pair_weight, self.n_acct, self.n_asset)
         # Options: Black-76 per distinct contract (one price and vol per underlying and scenario).
         opt = option_rows(lines, self.is_opt)
         self.opt_line = np.flatnonzero(self.is_opt)
@@ -148,6 +150,7 @@ class _Book:
                                        minlength=mm_pair.size)
         self.bound_fixed = np.bincount(self.mm_acct, offset + np.where(moving, 0.0, slope * self.mm_notional0),
                                        minlength=self.n_acct)
+        self.bound_matrix = _by_account(self.bound_acct, self.bound_asset, self.bound_slope, self.n_acct, self.n_asset)
         self.can_liquidate = np.bincount(self.mm_acct, (self.mm_notional0 > 0).astype(float),
                                          minlength=self.n_acct) > 0
         oi = (
@@ -167,8 +170,11 @@ class _Book:
 
     def account_pnl(self, move: np.ndarray, contract_shift: np.ndarray) -> np.ndarray:
         """Each account's PnL at the prices `move` and each contract's vol shift."""
-        pnl = np.bincount(self.pair_acct, self.pair_weight * self._at(move, self.pair_entity, self.pair_asset),
-                          minlength=self.n_acct)
+        if move.shape[0] == 1:
+            pnl = self.pair_matrix @ move[0]
+        else:
+            pnl = np.bincount(self.pair_acct, self.pair_weight * self._at(move, self.pair_entity, self.pair_asset),
+                              minlength=self.n_acct)
         if self.opt_line.size:
             if move.shape[0] == 1:  # one price per contract
                 factor = 1.0 + move[0, self.contract_asset][:, None]
@@ -183,6 +189,8 @@ class _Book:
 
     def maintenance_bound(self, move: np.ndarray) -> np.ndarray:
         """Per account, at least its maintenance at the prices `move` (`Brackets.bound`)."""
+        if move.shape[0] == 1:
+            return self.bound_fixed + self.bound_matrix @ np.abs(1.0 + move[0])
         factor = np.abs(1.0 + self._at(move, self.bound_entity, self.bound_asset))
         return self.bound_fixed + np.bincount(self.bound_acct, self.bound_slope * factor, minlength=self.n_acct)
 
@@ -207,6 +215,15 @@ class _Book:
                                   sigma, self.is_call[rows].astype(bool))
             out[opt] = out[opt] * delta
         return out
+
+
+def _by_account(account: np.ndarray, asset: np.ndarray, weight: np.ndarray, n_acct: int, n_asset: int) -> sparse.csr_matrix:
+    """(account, asset) weights, sorted by account then asset, as an accounts × assets
+    matrix: a market-wide move is then one sparse product per round instead of a gather
+    and a bincount over every pair. The product sums each account's pairs in the same
+    order from 0, so the figures are the bincount's to the bit."""
+    indptr = np.searchsorted(account, np.arange(n_acct + 1))
+    return sparse.csr_matrix((weight, asset, indptr), shape=(n_acct, n_asset))
 
 
 def _run(book: _Book, move0: np.ndarray, contract_shift: np.ndarray, market: bool,

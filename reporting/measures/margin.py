@@ -203,7 +203,7 @@ def liquidation_distance(m: pl.DataFrame, acct: np.ndarray, acc: pl.DataFrame, t
     root either way is found exactly, piece by piece. With options it is solved by a
     bracketed root-finder: geometric bracketing (the first grid magnitude at which
     the account fails), then the Illinois variant of false position inside the
-    bracket, falling back to a bisection step whenever a step does not halve it, to
+    bracket, falling back to a bisection step whenever two steps do not halve it, to
     `tol`. 0 when equity is already at or below maintenance; null when the account
     carries no maintenance requirement or no move in range liquidates it.
     """
@@ -246,6 +246,7 @@ def _bracketed_roots(curve: "_SurplusCurve", ids: np.ndarray, settings: Settings
         hi_f, f_hi = np.where(found, grid[first], 1.0), np.where(found, f_grid[rows, first], -1.0)
         last = np.zeros(k)  # +1: the last step moved hi, −1: lo (Illinois halves the other end)
         bisect = np.zeros(k, bool)
+        older = np.full(k, np.inf)  # the bracket's width before the previous step
         for _ in range(200):
             active = found & (hi_f - lo > tol) & (f_hi < 0)
             if not active.any():
@@ -253,7 +254,10 @@ def _bracketed_roots(curve: "_SurplusCurve", ids: np.ndarray, settings: Settings
             with np.errstate(divide="ignore", invalid="ignore"):
                 secant = hi_f - f_hi * (hi_f - lo) / (f_hi - f_lo)
             mid = 0.5 * (lo + hi_f)
-            x = np.where(bisect | ~np.isfinite(secant) | (secant <= lo) | (secant >= hi_f), mid, secant)
+            x = np.where(bisect | ~np.isfinite(secant), mid, secant)
+            # At least half the tolerance from either end: once one end sits on the root,
+            # the secant lands on it again, and this step just past it closes the bracket.
+            x = np.clip(x, lo + 0.5 * tol, hi_f - 0.5 * tol)
             f = surplus(sign * np.where(active, x, hi_f), active)
             fails = active & (f <= 0)
             moves = active & ~fails
@@ -263,7 +267,11 @@ def _bracketed_roots(curve: "_SurplusCurve", ids: np.ndarray, settings: Settings
             hi_f, f_hi = np.where(fails, x, hi_f), np.where(fails, f, f_hi)
             lo, f_lo = np.where(moves, x, lo), np.where(moves, f, f_lo)
             last = np.where(fails, 1.0, np.where(moves, -1.0, last))
-            bisect = active & (hi_f - lo > 0.5 * width)
+            # Bisect when two steps did not halve the bracket: one Illinois step moves one
+            # end only and the next, the other, so a single step that does not halve it
+            # is normal, and bisecting after it would forgo the superlinear convergence.
+            bisect = active & (hi_f - lo > 0.5 * older)
+            older = width
         best = np.where(found, np.minimum(best, hi_f), best)
     return best
 
@@ -299,7 +307,8 @@ class _SurplusCurve:
         fixed = ((~is_spot) & (~is_opt) & (m["settlement"] == "inverse").fill_null(False).to_numpy())[margined]
         moving = ~cash[margined] & ~fixed  # the notional moves with x (cash and inverse faces do not)
         brackets = tiers.brackets(group[margined], "mm") if brackets is None else brackets
-        alpha -= np.bincount(a, np.where(moving, 0.0, brackets.charge(notional)), minlength=n)
+        still = np.flatnonzero(~moving)  # charged at today's notional over the whole range
+        alpha -= np.bincount(a[still], brackets.take(still).charge(notional[still]), minlength=n)
         # a moving line is charged x·N·rate − cum of its bracket at x_lo (the floors
         # below it bind over the whole range: part of the straight line), plus its kinks
         moved = np.flatnonzero(moving)
@@ -308,7 +317,7 @@ class _SurplusCurve:
         beta -= np.bincount(a[moved], notional[moved] * rate, minlength=n)
         ka = a[moved][line]
         key = ka + self._position(b)
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)  # not stable, 5x faster: ties (equal floors in one account) only reorder a sum
         b, w, ka, key = b[order], w[order], ka[order], key[order]
         # running sums within each account (never across accounts: no cancellation)
         sums = pl.DataFrame({"a": ka, "w": w, "wb": w * b}).select(

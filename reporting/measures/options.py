@@ -30,9 +30,11 @@ def black76_price(forward, strike, years, sigma, is_call) -> np.ndarray:
     forward, strike = np.asarray(forward, float), np.asarray(strike, float)
     is_call = np.asarray(is_call, bool)
     d1, d2, vol_t = _d1_d2(forward, strike, years, sigma)
-    call = forward * ndtr(d1) - strike * ndtr(d2)
-    put = strike * ndtr(-d2) - forward * ndtr(-d1)
-    price = np.where(is_call, call, put)
+    # One formula for both, w = +1 (call) or −1 (put): w (F N(w d1) − K N(w d2)). The
+    # sign flips are exact, so the put is K N(−d2) − F N(−d1) to the bit, for half the
+    # normal CDFs of valuing both and picking one.
+    w = np.where(is_call, 1.0, -1.0)
+    price = w * (forward * ndtr(w * d1) - strike * ndtr(w * d2))
     intrinsic = np.where(is_call, np.maximum(forward - strike, 0.0), np.maximum(strike - forward, 0.0))
     return np.where(vol_t > 0, price, intrinsic)
 

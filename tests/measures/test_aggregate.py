@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from reporting.measures.aggregate import first_lines, grouped, pair_key, positions
+from reporting.measures.aggregate import groups, grouped, pair_key, positions
 
 
 @pytest.mark.parametrize("spread, ordered", [
@@ -20,16 +20,21 @@ def test_positions_number_the_distinct_keys_in_order(spread, ordered):
     distinct, number = positions(key)
     np.testing.assert_array_equal(distinct, np.unique(key))
     np.testing.assert_array_equal(distinct[number], key)  # each line's number points at its own key
+    _, _, line = groups(key)
+    np.testing.assert_array_equal(key[line], distinct)  # a line of each group, in the groups' order
+    if ordered:  # sorted keys: the first line of each group
+        np.testing.assert_array_equal(line, np.searchsorted(key, distinct))
 
 
 def test_positions_by_hand():
     distinct, number = positions(np.array([7, 2, 7, 9, 2]))
     assert distinct.tolist() == [2, 7, 9] and number.tolist() == [1, 0, 1, 2, 0]
-    assert first_lines(number, 3).tolist() == [1, 0, 3]
+    _, _, line = groups(np.array([7, 2, 7, 9, 2]))
+    assert line[1] in (0, 2) and line[0] in (1, 4) and line[2] == 3
     distinct, number = positions(np.array([2, 2, 7, 9, 9, 9]))  # in order
     assert distinct.tolist() == [2, 7, 9] and number.tolist() == [0, 0, 1, 2, 2, 2]
-    empty = positions(np.array([], dtype=np.int64))
-    assert empty[0].size == 0 and empty[1].size == 0
+    empty = groups(np.array([], dtype=np.int64))
+    assert all(part.size == 0 for part in empty)
 
 
 def test_pair_key_orders_as_the_pairs():

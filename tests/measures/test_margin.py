@@ -230,6 +230,43 @@ def test_exact_roots_of_linear_accounts_against_a_dense_scan(seed):
     assert checked >= 2
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_option_roots_against_a_scan_and_bisection_in_few_steps(seed):
+    """Accounts with options are solved by a bracketed secant search: each root must be
+    the first failing move either way to 1e-10 (found here by a dense scan, then plain
+    bisection of `_account_surplus`), and the search must close its brackets in a few
+    dozen evaluations, not creep up on the root one halving at a time."""
+    from reporting.measures.margin import _bracketed_roots, _SurplusCurve
+
+    m, acct, n, tiers = _random_margin_book(seed, n_acct=120)
+    curve = _SurplusCurve(m, acct, n, tiers, 0.01, 11.0)
+    by_line = _account_surplus(m, acct, n, tiers)
+    ids = np.flatnonzero(curve.has_options & (by_line(np.zeros(n)) > 0))
+    assert ids.size >= 20
+    evaluations = []
+    surplus = curve.surplus
+    curve.surplus = lambda i, x: evaluations.append(i.size) or surplus(i, x)
+    got = _bracketed_roots(curve, ids, Settings(), 1e-10)
+
+    want = np.full(n, np.inf)
+    for sign, limit in ((-1.0, 0.99), (1.0, 10.0)):
+        grid = np.linspace(0.0, limit, 2001)
+        lo, hi = np.zeros(n), np.full(n, np.nan)
+        for g_prev, g in zip(grid[:-1], grid[1:]):  # the first grid move at which each account fails
+            new = np.isnan(hi) & (by_line(np.full(n, sign * g)) <= 0)
+            lo[new], hi[new] = g_prev, g
+        found = ~np.isnan(hi)
+        hi = np.where(found, hi, lo)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            fails = found & (by_line(sign * mid) <= 0)
+            lo, hi = np.where(found & ~fails, mid, lo), np.where(fails, mid, hi)
+        want = np.where(found, np.minimum(want, hi), want)
+    np.testing.assert_allclose(got, want[ids], rtol=0, atol=2e-10)
+    assert np.isfinite(got).sum() >= 20
+    assert len(evaluations) <= 30  # both directions; creeping by halvings took some 80
+
+
 @pytest.mark.parametrize("seed", [4, 5, 6])
 def test_bracket_bound_is_above_the_charge_everywhere(seed):
     """The cascade skips re-tiering an account whose equity clears `Brackets.bound`:
