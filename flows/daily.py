@@ -93,12 +93,14 @@ def value_book(inputs: daily.DailyInputs, validation, settings: Settings):
 
 @task(name="entity-measures", cache_policy=NO_CACHE, task_run_name="entity-measures-{business_date}-{shard}")
 def entity_measures(book: Book, settings: Settings, business_date: date, shard: int) -> EntityMeasures:
-    return measures_lib.entity_measures(book, settings)
+    with measures_lib.one_blas_thread():  # as in process: the same bits
+        return measures_lib.entity_measures(book, settings)
 
 
 @task(name="market-stress", cache_policy=NO_CACHE, task_run_name="market-stress-{business_date}")
 def market_stress(book: Book, settings: Settings, business_date: date):
-    return measures_lib.market_stress(book, settings)
+    with measures_lib.one_blas_thread():
+        return measures_lib.market_stress(book, settings)
 
 
 def measures_on_cluster(inputs: daily.DailyInputs, validation, settings: Settings) -> daily.DailyResults:

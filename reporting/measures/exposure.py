@@ -140,9 +140,9 @@ def _with_rows(lines: pl.DataFrame) -> pl.DataFrame:
     rows = keys.join(accounts, on=list(ACCOUNT_KEY), how="left", maintain_order="left")
 
     def rank(column: str) -> pl.Series:
-        values = lines.select(column)
-        index = values.unique().drop_nulls().sort(column).with_columns(row=pl.int_range(pl.len(), dtype=pl.Int64))
-        return values.join(index, on=column, how="left", maintain_order="left")["row"]
+        # an Enum of the sorted values numbers them in order: a lookup per line, no join
+        values = lines[column]
+        return values.cast(pl.Enum(values.unique().drop_nulls().sort())).to_physical().cast(pl.Int64)
 
     return lines.with_columns(rows["entity_row", "account_row", "venue_row"],
                               underlying_row=rank("underlying"), instrument_row=rank("instrument_id"))

@@ -70,3 +70,29 @@ def test_stale_and_off_market_marks_are_flagged(tiny_book):
     assert ("B", "off_market_mark") in got and ("A", "off_market_mark") not in got
     clean = compute_measures(tiny_book, hist, BUSINESS_DATE, settings).flags
     assert clean.filter(pl.col("flag").is_in(["stale_price", "off_market_mark"])).is_empty()
+
+
+def test_measures_run_with_blas_on_one_thread_and_restore_it(tiny_book, monkeypatch):
+    """The measure steps run with numpy's BLAS on one thread (every thread of them), and
+    the caller's setting is back afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import reporting.measures.book as book_module
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    if not blas_threads():
+        pytest.skip("numpy reports no BLAS thread pool here")
+    seen = []
+    var_family = book_module._var_family
+
+    def spy(*args, **kwargs):  # runs in the VaR family's own thread
+        seen.append(blas_threads())
+        return var_family(*args, **kwargs)
+
+    monkeypatch.setattr(book_module, "_var_family", spy)
+    with threadpool_limits(limits=3, user_api="blas"):  # the caller's own setting
+        compute_measures(tiny_book, history(), BUSINESS_DATE, Settings(lookback=5, backtest_days=3))
+        assert seen == [{1}]
+        assert blas_threads() == {3}
