@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daily flow for one business date")
     run.add_argument("--date", type=_date, required=True, help="business date, YYYY-MM-DD")
     for name in ("inbox", "reference", "lake", "archive"):
-        run.add_argument(f"--{name}", type=Path, help=f"{name} folder (default: config file or LEVTRACK_{name.upper()})")
+        run.add_argument(f"--{name}", type=str if name in ("inbox", "reference") else Path,
+                         help=f"{name} folder{' or object-store URI' if name in ('inbox', 'reference') else ''} "
+                              f"(default: config file or LEVTRACK_{name.upper()})")
     run.add_argument("--lookback", type=int, help="VaR look-back in returns (default 250)")
     run.add_argument("--config", type=Path, help="a levtrack.toml settings file")
     back = sub.add_parser("backfill", help="run the daily flow for every date in a range, oldest first")
@@ -46,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--to", dest="end", type=_date, required=True, help="last business date")
     back.add_argument("--rerun", action="store_true", help="run dates that are already archived again")
     for name in ("inbox", "reference", "lake", "archive"):
-        back.add_argument(f"--{name}", type=Path)
+        back.add_argument(f"--{name}", type=str if name in ("inbox", "reference") else Path)
     back.add_argument("--lookback", type=int)
     back.add_argument("--config", type=Path)
     demo = sub.add_parser("demo", help="write the bundled sample book and run the daily flow on it")
@@ -145,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except LevtrackError as exc:
         print(f"levtrack {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file system or object store that failed, after the ingest retries
+        print(f"levtrack {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 2
 
 

@@ -20,8 +20,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Settings:
-    inbox: Path = Path("inbox")
-    reference: Path = Path("reference")
+    inbox: Path | str = Path("inbox")
+    """A local folder, or an object-store URI (`s3://bucket/drops`, any pyarrow or fsspec
+    file system) kept as a string: see `ingest.open_location`."""
+    reference: Path | str = Path("reference")
     lake: Path = Path("lake")
     archive: Path = Path("archive")
 
@@ -152,11 +154,26 @@ ENV_VARS: dict[str, str] = {
 }
 
 
+def is_uri(where: Path | str) -> bool:
+    """A location with a scheme (`s3://…`, `file://…`): read through a file system
+    object, not as a local path."""
+    return isinstance(where, str) and "://" in where
+
+
+def location(raw: Path | str) -> Path | str:
+    """A folder setting: a URI stays a string (`Path` would fold its `//`), anything
+    else is a local path."""
+    text = str(raw)
+    return text.rstrip("/") if "://" in text else Path(text)
+
+
 def _coerce(name: str, raw: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     try:
         if kind == "Path":
             return Path(raw)
+        if kind == "Path | str":
+            return location(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":

@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from . import archive, commit, lake
 from .config import Settings
 from .errors import DropNotReady, InputError
-from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, merge_history, read_drop, read_reference
+from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, folder_files, merge_history, read_drop, read_reference
 from .measures.book import Book, MeasureResults, apply_limits, measure_book, value_book
 from .schemas import DROP_TABLES
 from .timing import timed
@@ -45,8 +46,14 @@ class DailyInputs:
         return {**self.drop.tables, **self.reference.tables}
 
     @property
-    def sources(self) -> dict[str, Path]:
+    def sources(self) -> dict[str, str]:
         return {**self.drop.sources, **self.reference.sources}
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        """The input files for the manifest: table, path, SHA-256 and size, by path."""
+        files = {**self.drop.files, **self.reference.files}
+        return sorted(({"table": name, **entry} for name, entry in files.items()), key=lambda e: e["path"])
 
 
 @dataclass(frozen=True)
@@ -291,12 +298,9 @@ def publish(inputs: DailyInputs, results: DailyResults, validation: ValidationRe
     run_id = staging.name[len(archive.STAGING_PREFIX):]
     stage = commit.stage_tables(settings.lake, run_id, inputs.business_date,
                                 output_tables(inputs, results, validation))
-    names = {path: name for name, path in inputs.sources.items()}
-    input_entries = [{"table": names[Path(e["path"])], **e}
-                     for e in archive.file_entries(list(inputs.sources.values()))]
     archive.write_manifest(
         staging, run_id=run_id, report_id=report_id, business_date=inputs.business_date, created_at=created_at,
-        inputs=input_entries, lake=archive.file_entries(commit.staged_files(stage), stage),
+        inputs=inputs.files, lake=archive.file_entries(commit.staged_files(stage), stage),
         parameters=settings.parameters(), archive=settings.archive,
     )
     return commit.commit(settings.lake, stage, staging)
@@ -344,12 +348,11 @@ def previous_business_date(timezone_name: str, now: datetime | None = None) -> d
 READY_MARKER = "_READY"
 
 
-def missing_from_drop(inbox: Path, business_date: date) -> list[str]:
+def missing_from_drop(inbox: Path | str, business_date: date) -> list[str]:
     """What a drop still lacks: required table files and the `_READY` marker."""
-    folder = drop_folder(inbox, business_date)
-    missing = [t.name for t in DROP_TABLES
-               if not any((folder / f"{t.name}.{ext}").is_file() for ext in ("csv", "parquet"))]
-    if not (folder / READY_MARKER).is_file():
+    present = set(folder_files(drop_folder(inbox, business_date)) or ())
+    missing = [t.name for t in DROP_TABLES if not present & {f"{t.name}.csv", f"{t.name}.parquet"}]
+    if READY_MARKER not in present:
         missing.append(READY_MARKER)
     return missing
 

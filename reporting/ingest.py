@@ -8,14 +8,21 @@ is an `InputError` naming the file, the rows and the rule.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any, Iterator
 
 import polars as pl
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .archive import sha256_file
+from .config import is_uri
 from .errors import InputError
 from .schemas import DROP_TABLES, OPTIONAL_DROP_TABLES, PRICE_HISTORY, REFERENCE_TABLES, TableSchema
 
@@ -29,7 +36,11 @@ class LoadedTables:
     """Typed frames (contract columns + `_row`)."""
     raw: dict[str, pl.DataFrame]
     """The files as read, every column kept, for the lake's raw copy."""
-    sources: dict[str, Path]
+    sources: dict[str, str]
+    """Where each table was read from: a local path or an object-store URI."""
+    files: dict[str, dict[str, Any]]
+    """Per table, the file read: its `path` (as in `sources`), `sha256` and `bytes`,
+    taken when it was read, for the run's manifest."""
 
 
 def find_table_file(folder: Path, name: str, *, required: bool = True) -> Path | None:
@@ -135,14 +146,17 @@ class SizeLimits:
     max_rows: int = 50_000_000
 
 
+def _check_bytes(name: str, size: int, limits: SizeLimits) -> None:
+    if size > limits.max_bytes:
+        raise InputError(
+            f"{name}: {size / 1024**3:.2f} GiB, over the {limits.max_bytes / 1024**3:.2f} GiB limit "
+            "(max_input_bytes); split the drop or raise the limit", file=name, rule="file size limit")
+
+
 def check_size(path: Path, limits: SizeLimits) -> None:
     """Refuse an oversized file before loading it: bytes from the file system, rows by
     streaming a count (CSV) or from the footer (Parquet), so memory stays bounded."""
-    size = path.stat().st_size
-    if size > limits.max_bytes:
-        raise InputError(
-            f"{path}: {size / 1024**3:.2f} GiB, over the {limits.max_bytes / 1024**3:.2f} GiB limit "
-            "(max_input_bytes); split the drop or raise the limit", file=str(path), rule="file size limit")
+    _check_bytes(str(path), path.stat().st_size, limits)
     try:
         if path.suffix == ".parquet":
             rows = pq.read_metadata(path).num_rows
@@ -164,37 +178,110 @@ def read_table_file(path: Path, schema: TableSchema, limits: SizeLimits = SizeLi
 
 
 def _load(folder: Path, specs: tuple[TableSchema, ...], optional: tuple[TableSchema, ...] = (),
-          limits: SizeLimits = SizeLimits()) -> LoadedTables:
-    tables, raw, sources = {}, {}, {}
+          limits: SizeLimits = SizeLimits(), shown: str | None = None) -> LoadedTables:
+    """The tables of a local `folder`; `shown` is how sources name it (the URI it was copied from)."""
+    tables, raw, sources, files = {}, {}, {}, {}
     for schema, required in [(s, True) for s in specs] + [(s, False) for s in optional]:
         path = find_table_file(folder, schema.name, required=required)
         if path is None:
             continue
         tables[schema.name], raw[schema.name] = read_table_file(path, schema, limits)
-        sources[schema.name] = path
-    return LoadedTables(tables, raw, sources)
+        sources[schema.name] = f"{shown}/{path.name}" if shown else str(path)
+        files[schema.name] = {"path": sources[schema.name], "sha256": sha256_file(path),
+                              "bytes": path.stat().st_size}
+    return LoadedTables(tables, raw, sources, files)
 
 
-def drop_folder(inbox: Path, business_date: date) -> Path:
-    return Path(inbox) / business_date.isoformat()
+def open_location(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The file system and the path within it of an object-store URI: pyarrow's own
+    (`s3://`, `gs://`, `abfs://`, `hdfs://`, `file://`; credentials from the environment,
+    as those file systems read them) where it has one, else fsspec's for the protocol."""
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except ValueError as exc:  # ArrowInvalid: no pyarrow file system for the scheme
+        if "Unrecognized filesystem type" not in str(exc):
+            raise InputError(f"{uri}: cannot open: {exc}", file=uri, rule="readable location") from None
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ValueError, ImportError) as exc:
+        raise InputError(f"{uri}: no file system for this location ({exc})", file=uri,
+                         rule="readable location") from None
+    return PyFileSystem(FSSpecHandler(fs)), path
 
 
-def read_drop(inbox: Path, business_date: date, limits: SizeLimits = SizeLimits()) -> LoadedTables:
+def folder_files(where: Path | str) -> list[str] | None:
+    """The names of the files in a folder (local or URI), or None if there is no such folder."""
+    if not is_uri(where):
+        folder = Path(where)
+        return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else None
+    fs, root = open_location(str(where))
+    with _reading(str(where)):
+        if fs.get_file_info(root).type != pafs.FileType.Directory:
+            return None
+        return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root))
+                      if i.type == pafs.FileType.File)
+
+
+@contextlib.contextmanager
+def _reading(uri: str) -> Iterator[None]:
+    """An object store's failure (network, credentials, permissions) named by its URI; still
+    an OSError, which the flow's ingest task retries as transient."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(f"{uri}: cannot read: {exc}") from exc
+
+
+@contextlib.contextmanager
+def local_folder(where: Path | str, limits: SizeLimits) -> Iterator[Path]:
+    """`where` as a local folder: itself, or for a URI a private copy of its table files,
+    removed afterwards. The copy is what the run reads and hashes, so the manifest's
+    digests are those of the bytes measured even if the store changes meanwhile. A file
+    over `max_input_bytes` is refused before it is copied, and errors name the URI, not
+    the copy."""
+    if not is_uri(where):
+        yield Path(where)
+        return
+    uri = str(where)
+    fs, root = open_location(uri)
+    with tempfile.TemporaryDirectory(prefix="levtrack-inputs-") as tmp, _reading(uri):
+        for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+            if info.type != pafs.FileType.File or not info.base_name.endswith((".csv", ".parquet")):
+                continue
+            _check_bytes(f"{uri}/{info.base_name}", info.size, limits)
+            with fs.open_input_stream(info.path) as src, open(Path(tmp) / info.base_name, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        try:
+            yield Path(tmp)
+        except InputError as exc:
+            named = exc.file.replace(tmp, uri, 1) if exc.file else exc.file
+            raise InputError(str(exc).replace(tmp, uri), file=named, rows=exc.rows, rule=exc.rule) from None
+
+
+def drop_folder(inbox: Path | str, business_date: date) -> Path | str:
+    return f"{inbox}/{business_date.isoformat()}" if is_uri(inbox) else Path(inbox) / business_date.isoformat()
+
+
+def read_drop(inbox: Path | str, business_date: date, limits: SizeLimits = SizeLimits()) -> LoadedTables:
     """Read the end-of-day drop `<inbox>/<YYYY-MM-DD>/` (section 1.1, plus optional price_history)."""
     folder = drop_folder(inbox, business_date)
-    if not folder.is_dir():
+    if folder_files(folder) is None:
         raise InputError(f"{folder}: no drop folder for business date {business_date}",
                          file=str(folder), rule="drop folder present")
-    return _load(folder, DROP_TABLES, OPTIONAL_DROP_TABLES, limits)
+    with local_folder(folder, limits) as local:
+        return _load(local, DROP_TABLES, OPTIONAL_DROP_TABLES, limits, shown=str(folder))
 
 
-def read_reference(reference: Path, limits: SizeLimits = SizeLimits()) -> LoadedTables:
+def read_reference(reference: Path | str, limits: SizeLimits = SizeLimits()) -> LoadedTables:
     """Read the reference data folder (section 1.3)."""
-    folder = Path(reference)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: reference data folder not found", file=str(folder),
+    if folder_files(reference) is None:
+        raise InputError(f"{reference}: reference data folder not found", file=str(reference),
                          rule="reference folder present")
-    return _load(folder, REFERENCE_TABLES, limits=limits)
+    with local_folder(reference, limits) as local:
+        return _load(local, REFERENCE_TABLES, limits=limits, shown=str(reference))
 
 
 def merge_history(stored: pl.DataFrame | None, drop: pl.DataFrame | None, asset_prices: pl.DataFrame,
