@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 import pyarrow.fs as pafs
@@ -149,8 +149,13 @@ class SizeLimits:
 def _check_bytes(name: str, size: int, limits: SizeLimits) -> None:
     if size > limits.max_bytes:
         raise InputError(
-            f"{name}: {size / 1024**3:.2f} GiB, over the {limits.max_bytes / 1024**3:.2f} GiB limit "
+            f"{name}: {_bytes_text(size)}, over the {_bytes_text(limits.max_bytes)} limit "
             "(max_input_bytes); split the drop or raise the limit", file=name, rule="file size limit")
+
+
+def _bytes_text(n: int) -> str:
+    """Exact bytes, with GiB beside them where that says more (never "0.00 GiB")."""
+    return f"{n:,} bytes" + (f" ({n / 1024**3:.2f} GiB)" if n >= 1024**3 // 100 else "")
 
 
 def check_size(path: Path, limits: SizeLimits) -> None:
@@ -217,8 +222,8 @@ def folder_files(where: Path | str) -> list[str] | None:
     if not is_uri(where):
         folder = Path(where)
         return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else None
-    fs, root = open_location(str(where))
     with _reading(str(where)):
+        fs, root = open_location(str(where))
         if fs.get_file_info(root).type != pafs.FileType.Directory:
             return None
         return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root))
@@ -236,20 +241,21 @@ def _reading(uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def local_folder(where: Path | str, limits: SizeLimits) -> Iterator[Path]:
-    """`where` as a local folder: itself, or for a URI a private copy of its table files,
-    removed afterwards. The copy is what the run reads and hashes, so the manifest's
-    digests are those of the bytes measured even if the store changes meanwhile. A file
-    over `max_input_bytes` is refused before it is copied, and errors name the URI, not
-    the copy."""
+def local_folder(where: Path | str, tables: Iterable[TableSchema], limits: SizeLimits) -> Iterator[Path]:
+    """`where` as a local folder: itself, or for a URI a private copy of the files of
+    `tables` in it (in `TMPDIR`), removed afterwards. The copy is what the run reads and
+    hashes, so the manifest's digests are those of the bytes measured even if the store
+    changes meanwhile. A file over `max_input_bytes` is refused before it is copied, and
+    errors name the URI, not the copy."""
     if not is_uri(where):
         yield Path(where)
         return
     uri = str(where)
-    fs, root = open_location(uri)
+    wanted = {f"{t.name}.{ext}" for t in tables for ext in ("csv", "parquet")}
     with tempfile.TemporaryDirectory(prefix="levtrack-inputs-") as tmp, _reading(uri):
+        fs, root = open_location(uri)
         for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
-            if info.type != pafs.FileType.File or not info.base_name.endswith((".csv", ".parquet")):
+            if info.type != pafs.FileType.File or info.base_name not in wanted:
                 continue
             _check_bytes(f"{uri}/{info.base_name}", info.size, limits)
             with fs.open_input_stream(info.path) as src, open(Path(tmp) / info.base_name, "wb") as dst:
@@ -271,7 +277,7 @@ def read_drop(inbox: Path | str, business_date: date, limits: SizeLimits = SizeL
     if folder_files(folder) is None:
         raise InputError(f"{folder}: no drop folder for business date {business_date}",
                          file=str(folder), rule="drop folder present")
-    with local_folder(folder, limits) as local:
+    with local_folder(folder, DROP_TABLES + OPTIONAL_DROP_TABLES, limits) as local:
         return _load(local, DROP_TABLES, OPTIONAL_DROP_TABLES, limits, shown=str(folder))
 
 
@@ -280,7 +286,7 @@ def read_reference(reference: Path | str, limits: SizeLimits = SizeLimits()) -> 
     if folder_files(reference) is None:
         raise InputError(f"{reference}: reference data folder not found", file=str(reference),
                          rule="reference folder present")
-    with local_folder(reference, limits) as local:
+    with local_folder(reference, REFERENCE_TABLES, limits) as local:
         return _load(local, REFERENCE_TABLES, limits=limits, shown=str(reference))
 
 

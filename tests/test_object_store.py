@@ -85,9 +85,21 @@ def test_a_bad_row_at_a_uri_is_named_by_the_uri_and_row(book, tmp_path):
 def test_an_oversized_file_at_a_uri_is_refused_before_it_is_copied(book):
     inbox = to_memory(book.inbox)
     size = (book.inbox / D.isoformat() / "positions.csv").stat().st_size
-    with pytest.raises(InputError, match=r"/positions.csv: .* GiB, over the .* GiB limit \(max_input_bytes\)") as err:
+    with pytest.raises(InputError, match=rf"/positions.csv: {size:,} bytes, over the {size - 1:,} bytes limit "
+                                         r"\(max_input_bytes\)") as err:
         read_drop(inbox, D, SizeLimits(max_bytes=size - 1))
     assert err.value.file.startswith(inbox)
+
+
+def test_only_the_contract_files_at_a_uri_are_fetched(book):
+    """Another file beside the drop's (an export, a log) is neither copied nor size-checked."""
+    inbox = to_memory(book.inbox)
+    folder = book.inbox / D.isoformat()
+    largest = max(p.stat().st_size for p in folder.glob("*.csv"))
+    fsspec.filesystem("memory").pipe(f"{inbox.removeprefix('memory://')}/{D.isoformat()}/full_export.csv",
+                                     b"x" * (largest + 1000))
+    drop = read_drop(inbox, D, SizeLimits(max_bytes=largest))
+    assert sorted(drop.tables) == sorted(p.stem for p in folder.glob("*.csv"))
 
 
 def test_a_missing_folder_or_file_system_at_a_uri(book, tmp_path):

@@ -60,12 +60,15 @@ def groups(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return key[new], np.cumsum(new, dtype=np.int64) - 1, np.flatnonzero(new)
     top = int(key.max())
     if top < 16 * key.size + 1024:  # a key of modest range (an account, an account's asset): marking beats a sort
-        slot = np.full(top + 1, -1, np.int64)
-        slot[key] = np.arange(key.size)  # a line of each key: one pass over the lines
+        # Over a wide range (pairs: millions of slots) the scattered writes and reads miss
+        # the cache, and int32 slots halve what they touch: a third faster at L.
+        wide = top > 1 << 20 and key.size < 1 << 31
+        slot = np.full(top + 1, -1, np.int32 if wide else np.int64)
+        slot[key] = np.arange(key.size, dtype=slot.dtype)  # a line of each key: one pass over the lines
         distinct = np.flatnonzero(slot >= 0)
-        line = slot[distinct]
-        slot[distinct] = np.arange(distinct.size)
-        return distinct, slot[key], line
+        line = slot[distinct].astype(np.int64)
+        slot[distinct] = np.arange(distinct.size, dtype=slot.dtype)
+        return distinct, slot[key].astype(np.int64, copy=False), line
     distinct, line, number = np.unique(key, return_index=True, return_inverse=True)
     return distinct, number.reshape(-1), line
 

@@ -144,7 +144,6 @@ def scenario_pnl(
     shape = (n_e, len(window.assets))
     exposure = group_sum((e_col[~is_opt], a_col[~is_opt]), risky["delta_exposure_usd"].to_numpy()[~is_opt], shape)
     pnl += exposure @ returns.T
-    held = group_sum((e_col, a_col), np.ones(e_col.size), shape)
 
     if is_opt.any():
         # Revalue each distinct contract once per day (a contract's value depends on its
@@ -161,8 +160,13 @@ def scenario_pnl(
             ((held_q["quantity"] * held_q["contract_size"]).to_numpy(),
              (held_q["e"].to_numpy(), held_q["contract"].to_numpy())), shape=(n_e, unit.height))
         pnl += weights @ unit_pnl
-    # A day on which any asset the entity holds has no return has no PnL for it.
-    return np.where((held > 0).astype(float) @ missing.T.astype(float) > 0, np.nan, pnl)
+    # A day on which any asset the entity holds has no return has no PnL for it: found
+    # over the assets with such a day only (none, with a complete history).
+    gaps = np.flatnonzero(missing.any(axis=0))
+    if gaps.size:
+        held = group_sum((e_col, a_col), np.ones(e_col.size), shape)[:, gaps] > 0
+        pnl[held.astype(float) @ missing[:, gaps].T.astype(float) > 0] = np.nan
+    return pnl
 
 
 def delta_matrix(entity_ids: list[str], assets: list[str], exposures: pl.DataFrame) -> np.ndarray:

@@ -26,6 +26,19 @@ def test_positions_number_the_distinct_keys_in_order(spread, ordered):
         np.testing.assert_array_equal(line, np.searchsorted(key, distinct))
 
 
+def test_positions_over_a_wide_range_of_keys():
+    """Millions of possible keys (accounts × assets at L), marked in int32 slots: the same
+    numbering as numpy's unique."""
+    rng = np.random.default_rng(7)
+    key = rng.integers(0, 3_000_000, 200_000)  # range above 2**20, under 16 keys a line: marked
+    distinct, number, line = groups(key)
+    want, inverse = np.unique(key, return_inverse=True)
+    np.testing.assert_array_equal(distinct, want)
+    np.testing.assert_array_equal(number, inverse.reshape(-1))
+    assert number.dtype == np.int64 and line.dtype == np.int64
+    np.testing.assert_array_equal(key[line], distinct)
+
+
 def test_positions_by_hand():
     distinct, number = positions(np.array([7, 2, 7, 9, 2]))
     assert distinct.tolist() == [2, 7, 9] and number.tolist() == [1, 0, 1, 2, 0]

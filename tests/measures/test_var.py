@@ -1,5 +1,6 @@
 """VaR and ES conventions of data contract section 2.1, against hand counts and numpy."""
 
+import dataclasses
 import math
 from datetime import timedelta
 
@@ -110,6 +111,25 @@ def test_return_window_and_scenario_pnl_with_option_revaluation(tiny_book):
         call = 5 * (black_price(3100 * (1 + re), 3000, t, 0.6, True) - black_price(3100, 3000, t, 0.6, True))
         want_b = 31_000 * re + (-100 * 10 * 3100 / 3000) * re + call
         assert pnl[1, j] == pytest.approx(want_b)
+
+
+def test_a_day_without_a_return_has_no_pnl_for_those_holding_the_asset(tiny_book):
+    """A holds BTC only, B ETH only (spot, inverse perpetual, call): an ETH gap blanks B's
+    day and not A's, whatever else B holds; with no gap every day has a figure."""
+    rng = np.random.default_rng(5)
+    rets = {"BTC": rng.normal(0, 0.03, 20), "ETH": rng.normal(0, 0.04, 20)}
+    w = return_window(_history({"BTC": 91_000.0, "ETH": 3_100.0}, rets), ["BTC", "ETH"], BUSINESS_DATE, 10)
+    lines = build_lines(tiny_book, BUSINESS_DATE, Settings())
+    full = scenario_pnl(["A", "B"], lines, w)
+    assert np.isfinite(full).all()
+    returns = w.returns.copy()
+    returns[3, 1] = np.nan  # no ETH return on day 3
+    returns[7, 0] = np.nan  # no BTC return on day 7
+    gappy = scenario_pnl(["A", "B"], lines, dataclasses.replace(w, returns=returns))
+    assert np.isnan(gappy[1, 3]) and np.isnan(gappy[0, 7])
+    assert np.isnan(gappy).sum() == 2  # A's day 3 and B's day 7 keep their figures
+    keep = np.isfinite(gappy)
+    np.testing.assert_array_equal(gappy[keep], full[keep])
 
 
 def test_delta_matrix_sums_lines_by_asset(tiny_book):
