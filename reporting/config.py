@@ -164,7 +164,7 @@ def location(raw: Path | str) -> Path | str:
     """A folder setting: a URI stays a string (`Path` would fold its `//`), anything
     else is a local path."""
     text = str(raw)
-    return text.rstrip("/") if "://" in text else Path(text)
+    return text.rstrip("/") if is_uri(text) else Path(text)
 
 
 def _coerce(name: str, raw: Any) -> Any:

@@ -241,27 +241,29 @@ def _reading(uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def local_folder(where: Path | str, tables: Iterable[TableSchema], limits: SizeLimits) -> Iterator[Path]:
-    """`where` as a local folder: itself, or for a URI a private copy of the files of
-    `tables` in it (in `TMPDIR`), removed afterwards. The copy is what the run reads and
-    hashes, so the manifest's digests are those of the bytes measured even if the store
-    changes meanwhile. A file over `max_input_bytes` is refused before it is copied, and
-    errors name the URI, not the copy."""
+def local_folder(where: Path | str, tables: Iterable[TableSchema], limits: SizeLimits) -> Iterator[Path | None]:
+    """`where` as a local folder (None if there is no such folder): itself, or for a URI
+    a private copy of the files of `tables` in it (in `TMPDIR`), removed afterwards. The
+    copy is what the run reads and hashes, so the manifest's digests are those of the
+    bytes measured even if the store changes meanwhile. A file over `max_input_bytes` is
+    refused before it is copied, and errors name the URI, not the copy."""
     if not is_uri(where):
-        yield Path(where)
+        yield Path(where) if Path(where).is_dir() else None
         return
     uri = str(where)
     wanted = {f"{t.name}.{ext}" for t in tables for ext in ("csv", "parquet")}
-    with tempfile.TemporaryDirectory(prefix="levtrack-inputs-") as tmp, _reading(uri):
-        fs, root = open_location(uri)
-        for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
-            if info.type != pafs.FileType.File or info.base_name not in wanted:
-                continue
-            _check_bytes(f"{uri}/{info.base_name}", info.size, limits)
-            with fs.open_input_stream(info.path) as src, open(Path(tmp) / info.base_name, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+    with tempfile.TemporaryDirectory(prefix="levtrack-inputs-") as tmp:
+        with _reading(uri):  # the store's calls only: reading the copy is local
+            fs, root = open_location(uri)
+            found = fs.get_file_info(root).type == pafs.FileType.Directory
+            for info in fs.get_file_info(pafs.FileSelector(root)) if found else ():
+                if info.type != pafs.FileType.File or info.base_name not in wanted:
+                    continue
+                _check_bytes(f"{uri}/{info.base_name}", info.size, limits)
+                with fs.open_input_stream(info.path) as src, open(Path(tmp) / info.base_name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
         try:
-            yield Path(tmp)
+            yield Path(tmp) if found else None
         except InputError as exc:
             named = exc.file.replace(tmp, uri, 1) if exc.file else exc.file
             raise InputError(str(exc).replace(tmp, uri), file=named, rows=exc.rows, rule=exc.rule) from None
@@ -274,19 +276,19 @@ def drop_folder(inbox: Path | str, business_date: date) -> Path | str:
 def read_drop(inbox: Path | str, business_date: date, limits: SizeLimits = SizeLimits()) -> LoadedTables:
     """Read the end-of-day drop `<inbox>/<YYYY-MM-DD>/` (section 1.1, plus optional price_history)."""
     folder = drop_folder(inbox, business_date)
-    if folder_files(folder) is None:
-        raise InputError(f"{folder}: no drop folder for business date {business_date}",
-                         file=str(folder), rule="drop folder present")
     with local_folder(folder, DROP_TABLES + OPTIONAL_DROP_TABLES, limits) as local:
+        if local is None:
+            raise InputError(f"{folder}: no drop folder for business date {business_date}",
+                             file=str(folder), rule="drop folder present")
         return _load(local, DROP_TABLES, OPTIONAL_DROP_TABLES, limits, shown=str(folder))
 
 
 def read_reference(reference: Path | str, limits: SizeLimits = SizeLimits()) -> LoadedTables:
     """Read the reference data folder (section 1.3)."""
-    if folder_files(reference) is None:
-        raise InputError(f"{reference}: reference data folder not found", file=str(reference),
-                         rule="reference folder present")
     with local_folder(reference, REFERENCE_TABLES, limits) as local:
+        if local is None:
+            raise InputError(f"{reference}: reference data folder not found", file=str(reference),
+                             rule="reference folder present")
         return _load(local, REFERENCE_TABLES, limits=limits, shown=str(reference))
 
 

@@ -65,7 +65,7 @@ def test_a_drop_and_reference_at_a_uri_read_as_the_local_folders(book, scheme):
     assert ref.files["entities"]["sha256"] == sha256(book.reference / "entities.csv")
 
 
-def test_a_bad_row_at_a_uri_is_named_by_the_uri_and_row(book, tmp_path):
+def test_a_bad_row_at_a_uri_is_named_by_the_uri_and_row(book):
     inbox = to_memory(book.inbox)
     fs = fsspec.filesystem("memory")
     path = f"{inbox.removeprefix('memory://')}/{D.isoformat()}/balances.csv"
@@ -139,7 +139,7 @@ def test_waiting_for_a_drop_at_a_uri(book):
     assert missing_from_drop(inbox, D) == []
 
 
-def test_uri_settings_stay_uris(monkeypatch):
+def test_uri_settings_stay_uris():
     s = load_settings({"inbox": "s3://bucket/drops/", "reference": "gs://bucket/reference"})
     assert s.inbox == "s3://bucket/drops" and s.reference == "gs://bucket/reference"
     s = load_settings(environ={"LEVTRACK_INBOX": "abfs://container/drops"})
