@@ -158,8 +158,8 @@ def notify(notice, config, business_date: date) -> list[str]:
 def artifacts(business_date: date, results: daily.DailyResults, validation, run_dir: Path, run_id: str) -> None:
     create_markdown_artifact(key="leverage-summary", markdown=daily.monitoring_summary(
         business_date, results, validation, run_dir), description=f"Daily leverage report {business_date}")
-    create_table_artifact(key="limit-utilization", table=daily.limit_table(results),
-                          description=f"Limit utilization {business_date}")
+    table, description = daily.limit_table(results, business_date)
+    create_table_artifact(key="limit-utilization", table=table, description=description)
     create_link_artifact(key="leverage-reports", link=(run_dir / "summary.html").resolve().as_uri(),
                          link_text=f"Reports {business_date} ({run_dir.name})",
                          description=f"Archived reports of {business_date}, run {run_id}: summary.html on the "

@@ -419,9 +419,18 @@ def failure_summary(business_date: date, run_id: str, reason: str) -> str:
             "Nothing was written to the lake or the archive; the previous run of the date, if any, stands.\n")
 
 
+ARTIFACT_ROWS = 1000
+"""Most limit rows a monitoring artifact lists. At L a full limit table is 80,000 rows, some
+23 MB of JSON: stored in Prefect's database every day, and over the 1.5 MB Prefect allows an
+event (`PREFECT_SERVER_EVENTS_MAXIMUM_SIZE_BYTES`), so refused with a warning in the run's
+log. A thousand rows, the most severe first, is about 0.3 MB; the complete table is in the
+lake and attached to the summary PDF."""
+
+
 def monitoring_summary(business_date: date, results: DailyResults, validation: ValidationReport,
-                       run_dir: Path) -> str:
-    """Markdown for the run's Prefect artifact: verdict, breach and warning counts, validation."""
+                       run_dir: Path, max_rows: int = ARTIFACT_ROWS) -> str:
+    """Markdown for the run's Prefect artifact: verdict, breach and warning counts, validation,
+    and the breaches and warnings (the `max_rows` most severe)."""
     util = results.limit_utilization
     breaches = util.filter(pl.col("status") == "breach")
     warnings = util.filter(pl.col("status") == "warning")
@@ -442,20 +451,35 @@ def monitoring_summary(business_date: date, results: DailyResults, validation: V
     if alerts.height:
         lines += ["| entity | metric | status | value | limit | utilization | days in breach |",
                   "|---|---|---|---|---|---|---|"]
-        for r in _most_severe_first(alerts).iter_rows(named=True):
+        for r in _most_severe_first(alerts).head(max_rows).iter_rows(named=True):
             value = fmt_metric(r["value"], r["metric"])
             if r["value"] is None:  # limits.py: an undefined figure breaches only when the entity is insolvent
                 value += " (undefined: insolvent — equity ≤ 0 or an account under water)" if r["status"] == "breach" else " (undefined)"
             lines.append(f"| {r['entity_id']} | {r['metric']} | {r['status']} | {value} | "
                          f"{r['kind']} {fmt_metric(r['limit'], r['metric'])} | "
                          f"{fmt_fraction_pct(r['utilization'])} | {r['days_in_breach']} |")
+        if alerts.height > max_rows:
+            lines += ["", f"The {max_rows:,} most severe of {alerts.height:,} breaches and warnings are "
+                          f"listed; {_WHERE_ALL_LIMITS}."]
     return "\n".join(lines) + "\n"
 
 
-def limit_table(results: DailyResults) -> list[dict]:
-    """Limit utilization as JSON-ready rows, breaches first, for the monitoring table artifact."""
-    return (_most_severe_first(results.limit_utilization)
+_WHERE_ALL_LIMITS = ("every row is in the lake's `limit_utilization` table and in the summary "
+                     "PDF's attachment `limit_utilization.csv`")
+
+
+def limit_table(results: DailyResults, business_date: date,
+                max_rows: int = ARTIFACT_ROWS) -> tuple[list[dict], str]:
+    """The monitoring table artifact: limit utilization as JSON-ready rows, breaches first
+    (the `max_rows` most severe), and its description, which says when rows are left out."""
+    util = results.limit_utilization
+    rows = (_most_severe_first(util).head(max_rows)
             .with_columns(pl.col("business_date").cast(pl.String)).to_dicts())
+    description = f"Limit utilization {business_date}"
+    if util.height > max_rows:
+        description += (f": the {max_rows:,} most severe of {util.height:,} rows "
+                        f"(breaches, then warnings, then the highest utilization); {_WHERE_ALL_LIMITS}")
+    return rows, description
 
 
 def _most_severe_first(utilization: pl.DataFrame) -> pl.DataFrame:

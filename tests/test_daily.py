@@ -1,6 +1,7 @@
 """Small pieces of the daily steps that need no Prefect."""
 
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 from reporting.daily import previous_business_date
 
@@ -59,3 +60,78 @@ def test_prune_cache_deletes_only_what_is_older_than_the_limit(tmp_path):
     assert sorted(p.name for p in gone) == ["just-over", "old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-folder", "fresh", "two-days"]
     assert prune_cache(tmp_path / "missing", 3, now=now) == []
+
+
+def _utilization(rows):
+    import polars as pl
+    cols = ("entity_id", "metric", "value", "limit", "kind", "warn_at", "utilization", "status",
+            "prev_utilization", "days_in_breach")
+    return pl.DataFrame([dict(zip(cols, r)) for r in rows]).with_columns(
+        business_date=pl.lit(date(2026, 11, 24)))
+
+
+def _results(util, entities):
+    import polars as pl
+    from types import SimpleNamespace
+    return SimpleNamespace(limit_utilization=util, entity_metrics=pl.DataFrame({"entity_id": entities}),
+                           quarantine=pl.DataFrame(), measures=SimpleNamespace(flags=pl.DataFrame()))
+
+
+def test_monitoring_artifacts_list_the_most_severe_rows_and_say_what_is_left_out():
+    """The artifact tables and lists are capped (Prefect drops any event over 1.5 MB); what
+    is kept is the most severe first and the text says how many are left out and where
+    they are."""
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from reporting.daily import limit_table, monitoring_summary
+    util = _utilization([
+        ("A", "gross_leverage", 4.1, 5.0, "max", 0.8, 0.82, "warning", 0.5, 0),
+        ("B", "gross_leverage", 6.0, 5.0, "max", 0.8, 1.20, "breach", 1.1, 2),
+        ("C", "gross_leverage", 1.0, 5.0, "max", 0.8, 0.20, "ok", 0.2, 0),
+        ("D", "gross_leverage", 4.5, 5.0, "max", 0.8, 0.90, "warning", 0.7, 0),
+        ("E", "gross_leverage", 9.0, 5.0, "max", 0.8, 1.80, "breach", None, 1),
+    ])
+    results = _results(util, list("ABCDE"))
+    d = date(2026, 11, 24)
+
+    rows, description = limit_table(results, d, max_rows=3)
+    assert [r["entity_id"] for r in rows] == ["E", "B", "D"]  # breaches by utilization, then warnings
+    assert rows[0]["business_date"] == "2026-11-24" and rows[0]["days_in_breach"] == 1
+    assert description.startswith("Limit utilization 2026-11-24: the 3 most severe of 5 rows")
+    assert "limit_utilization.csv" in description
+    rows, description = limit_table(results, d, max_rows=5)
+    assert [r["entity_id"] for r in rows] == ["E", "B", "D", "A", "C"]
+    assert description == "Limit utilization 2026-11-24"
+
+    validation = SimpleNamespace(results=pl.DataFrame({"success": [True, True]}), warnings=pl.DataFrame())
+    listed = lambda md: [line.split("|")[1].strip() for line in md.splitlines()  # noqa: E731
+                         if line.startswith("| ") and not line.startswith("| entity ")]
+    md = monitoring_summary(d, results, validation, Path("/runs/x"), max_rows=2)
+    assert listed(md) == ["E", "B"]
+    assert "The 2 most severe of 4 breaches and warnings are listed" in md
+    md = monitoring_summary(d, results, validation, Path("/runs/x"), max_rows=4)
+    assert listed(md) == ["E", "B", "D", "A"]
+    assert "most severe of" not in md
+
+
+def test_limit_table_artifact_at_scale_stays_under_prefects_event_limit():
+    """80,000 limit rows (L: 10,000 entities × 8 limits) give an artifact whose JSON is well
+    under Prefect's 1,500,000-byte event limit, and every breach comes before any warning."""
+    import json
+
+    from reporting.daily import limit_table
+    rows = []
+    for i in range(10_000):
+        for k in range(8):
+            u = ((i * 8 + k) * 7919 % 1000) / 700  # spread over 0 to 1.43
+            status = "breach" if u > 1 else "warning" if u >= 0.8 else "ok"
+            rows.append((f"CLT{i:06d}", f"metric_number_{k}", u * 5, 5.0, "max", 0.8, u, status, u, 3))
+    util = _utilization(rows)
+    table, description = limit_table(_results(util, [f"CLT{i:06d}" for i in range(10_000)]), date(2026, 11, 24))
+    assert len(table) == 1000 and "1,000 most severe of 80,000 rows" in description
+    assert len(json.dumps(table)) < 500_000
+    assert all(r["status"] == "breach" for r in table)  # 23,920 breaches: the cap holds only breaches
+    thousandth = sorted((r[6] for r in rows), reverse=True)[999]
+    assert min(r["utilization"] for r in table) == thousandth
