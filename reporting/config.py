@@ -81,6 +81,11 @@ class Settings:
     """Books with more entities than this get an entity report only for entities in warning
     or breach and those in `report_entities`; the summary prints those and attaches the
     complete entity table (`levtrack report` renders any other entity later)."""
+    leverage_history_days: int = 365
+    """Calendar days, ending on the business date, of each entity's earlier figures that its
+    report shows (leverage chart, C 48 table) and attaches (`entity_metrics_history.csv`).
+    At least 92, so the C 48 table's quarter is always inside. A window, not the whole lake,
+    so the reports' inputs stay the same size however many years of runs the lake holds."""
     report_entities: tuple[str, ...] = ()
     """Entities whose report is rendered every day, whatever their status."""
     render_workers: int = 0
@@ -117,6 +122,9 @@ class Settings:
             raise ConfigError(f"measure_shard_entities must be 0 (no shards) or positive, got {self.measure_shard_entities}")
         if self.dask_shard_entities < 1:
             raise ConfigError(f"dask_shard_entities must be positive, got {self.dask_shard_entities}")
+        if self.leverage_history_days < 92:
+            raise ConfigError("leverage_history_days must be at least 92 (a calendar quarter, for the "
+                              f"C 48 table), got {self.leverage_history_days}")
         if self.backtest_days < 1:
             raise ConfigError(f"backtest_days must be positive, got {self.backtest_days}")
         return self

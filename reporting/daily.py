@@ -26,7 +26,7 @@ from .measures.book import Book, MeasureResults, apply_limits, measure_book, val
 from .schemas import DROP_TABLES
 from .timing import timed
 from .render import (
-    ReportInputs, document_time, entity_report_ids, entity_slice, entity_slug, fmt_fraction_pct, fmt_metric,
+    HISTORY_COLUMNS, ReportInputs, document_time, entity_report_ids, entity_slice, entity_slug, fmt_fraction_pct, fmt_metric,
     make_environment, render_summary_html, report_id, write_entity_reports, write_pdf,
 )
 from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
@@ -202,19 +202,28 @@ def _report_inputs(settings: Settings, business_date: date, parameters: dict,
         created_at=document_time(business_date),
         code_version=f"{version['package']} ({version['source_sha256'][:12]})",
         parameters=parameters,
-        metrics_history=metrics_history(settings, business_date, tables["entity_metrics"]),
+        metrics_history=metrics_history(settings, business_date, tables["entity_metrics"],
+                                        parameters.get("leverage_history_days")),
         **{name: tables.get(table) for name, table in REPORT_TABLES.items()},
     )
     return replace(report, report_id=report_id(report))
 
 
-def metrics_history(settings: Settings, business_date: date, today: pl.DataFrame) -> pl.DataFrame:
-    """Entity metrics of every earlier business date in the lake, plus today's."""
-    earlier = lake.read_table(settings.lake, "entity_metrics", before=business_date)
+def metrics_history(settings: Settings, business_date: date, today: pl.DataFrame,
+                    days: int | None) -> pl.DataFrame:
+    """The entity figures the reports' leverage chart and C 48 table read
+    (`render.HISTORY_COLUMNS`), on every business date of the `days` calendar days ending
+    on this one; every earlier date in the lake when `days` is None (a run from before the
+    window, re-rendered by `levtrack report`)."""
+    since = None if days is None else business_date - timedelta(days=days - 1)
+    earlier = lake.read_table(settings.lake, "entity_metrics", since=since, before=business_date,
+                              columns=HISTORY_COLUMNS)
+    today = today.select(HISTORY_COLUMNS)
     if earlier is None:
         return today
-    both = pl.concat([earlier, today], how="diagonal_relaxed")  # older partitions may lack newer columns
-    return both.select(today.columns).sort("entity_id", "business_date")
+    # older partitions may lack newer columns (null)
+    return pl.concat([earlier, today], how="diagonal_relaxed").select(HISTORY_COLUMNS).sort(
+        "entity_id", "business_date")
 
 
 def render(report: ReportInputs, settings: Settings, run_id: str, *, entity_reports: bool = True) -> Path:

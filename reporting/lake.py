@@ -14,6 +14,7 @@ import os
 import uuid
 from datetime import date
 from pathlib import Path
+from typing import Sequence
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -75,20 +76,32 @@ def partitions(lake: Path, table: str) -> list[date]:
     return sorted(out)
 
 
-def read_table(lake: Path, table: str, *, before: date | None = None, up_to: date | None = None,
-               on: date | None = None) -> pl.DataFrame | None:
-    """Read `table` with its `business_date` column, optionally restricted; None if absent."""
+def read_table(lake: Path, table: str, *, since: date | None = None, before: date | None = None,
+               up_to: date | None = None, on: date | None = None,
+               columns: Sequence[str] | None = None) -> pl.DataFrame | None:
+    """Read `table` with its `business_date` column, optionally restricted to some dates
+    and `columns` (those a partition lacks are null); None if absent."""
     dates = [d for d in partitions(lake, table)
-             if (before is None or d < before) and (up_to is None or d <= up_to) and (on is None or d == on)]
+             if (since is None or d >= since) and (before is None or d < before)
+             and (up_to is None or d <= up_to) and (on is None or d == on)]
     if not dates:
         return None
-    return pl.concat([read_partition(lake, table, d) for d in dates], how="diagonal_relaxed")
+    frame = pl.concat([read_partition(lake, table, d, columns=columns) for d in dates], how="diagonal_relaxed")
+    return frame if columns is None else frame.select([c for c in columns if c in frame.columns])
 
 
-def read_partition(lake: Path, table: str, business_date: date, *, as_written: bool = False) -> pl.DataFrame:
+def read_partition(lake: Path, table: str, business_date: date, *, as_written: bool = False,
+                   columns: Sequence[str] | None = None) -> pl.DataFrame:
     """One partition, columns in the order they were written, with its `business_date`
-    (appended if the written frame had none, unless `as_written`)."""
+    (appended if the written frame had none, unless `as_written`); with `columns`, only
+    those it has of them, in that order (`business_date` included if asked for)."""
     path = partition_dir(lake, table, business_date) / PART_FILE
+    if columns is not None:
+        stored = set(pq.read_schema(path).names)
+        frame = pl.read_parquet(path, columns=[c for c in columns if c in stored and c != "business_date"])
+        if "business_date" in columns:
+            frame = frame.with_columns(business_date=pl.lit(business_date))
+        return frame.select([c for c in columns if c in frame.columns])
     frame = pl.read_parquet(path).with_columns(business_date=pl.lit(business_date))
     written = (pq.read_schema(path).metadata or {}).get(COLUMNS_KEY)
     if written is None:  # written before the order was recorded

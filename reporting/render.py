@@ -207,11 +207,15 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Columns the templates read, per input frame. Extra columns are allowed."""
 
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "business_date", "entity_id", "gross_leverage", "net_leverage", "capital_usd",
+    "exposure_measure_usd", "leverage_ratio_pct")
+"""The entity_metrics columns of earlier dates that an entity report reads and attaches
+(leverage chart, C 48 table): the daily run reads only these from the lake."""
+
 OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "backtest_series": ("entity_id", "date", "pnl_usd", "var_usd", "exception"),
-    "metrics_history": (
-        "business_date", "entity_id", "gross_leverage", "net_leverage", "capital_usd",
-        "exposure_measure_usd", "leverage_ratio_pct"),
+    "metrics_history": HISTORY_COLUMNS,
     "concentration": (
         "entity_id", "instrument_id", "venue", "contracts", "open_interest",
         "open_interest_share"),
@@ -261,7 +265,8 @@ class ReportInputs:
     backtest_series: pl.DataFrame | None = None
     """entity_id, date, pnl_usd, var_usd, exception: the daily PnL against the day's VaR."""
     metrics_history: pl.DataFrame | None = None
-    """entity_metrics of every business date in the lake up to and including this one."""
+    """`HISTORY_COLUMNS` of entity_metrics on the business dates of the reports' history
+    window (`leverage_history_days`), this one included."""
     concentration: pl.DataFrame | None = None
     """entity_id, instrument_id, venue, contracts, open_interest, open_interest_share."""
     cascade_moves: pl.DataFrame | None = None
@@ -1328,7 +1333,8 @@ def entity_attachments(inputs: ReportInputs, entity_id: str) -> list[PdfAttachme
         ("backtest_series.csv", own(inputs.backtest_series), ("date",),
          "daily P&L against VaR behind the backtest chart"),
         ("entity_metrics_history.csv", own(inputs.metrics_history), ("business_date",),
-         "entity_metrics of every business date up to this one (leverage chart, C 48 table)"),
+         "leverage, capital, exposure measure and leverage ratio on every business date of the "
+         "leverage chart and the C 48 table"),
         ("flags.csv", own(inputs.flags), ("flag", "message"), "flags"),
     ]
     out: list[PdfAttachment] = []

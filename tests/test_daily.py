@@ -135,3 +135,46 @@ def test_limit_table_artifact_at_scale_stays_under_prefects_event_limit():
     assert all(r["status"] == "breach" for r in table)  # 23,920 breaches: the cap holds only breaches
     thousandth = sorted((r[6] for r in rows), reverse=True)[999]
     assert min(r["utilization"] for r in table) == thousandth
+
+
+def test_report_history_is_the_window_of_calendar_days_and_the_columns_the_reports_read(tmp_path):
+    """The reports' history holds the business dates of the `leverage_history_days`
+    calendar days ending on the business date (the first day of the window included, the
+    day before it not) and only the columns the leverage chart and C 48 table read; without
+    a window (a run from before it existed) every earlier date."""
+    import polars as pl
+
+    from reporting import lake
+    from reporting.config import Settings
+    from reporting.daily import metrics_history
+    from reporting.render import HISTORY_COLUMNS
+
+    d = date(2026, 11, 24)
+
+    def metrics(day, lev):
+        return pl.DataFrame({"business_date": [day, day], "entity_id": ["B", "A"], "gross_leverage": [lev, lev + 1],
+                             "net_leverage": [0.5, 0.5], "capital_usd": [1e6, 2e6], "exposure_measure_usd": [3e6, 4e6],
+                             "leverage_ratio_pct": [33.3, 50.0], "var_99_1d_hist_usd": [1.0, 2.0]})
+    earlier = [date(2025, 11, 24), date(2025, 11, 25), date(2026, 6, 1), date(2026, 11, 23)]
+    for i, day in enumerate(earlier):
+        lake.write_partition(tmp_path, "entity_metrics", day, metrics(day, float(i)))
+    settings = Settings(lake=tmp_path)
+
+    # 365 days ending on 2026-11-24 start on 2025-11-25
+    history = metrics_history(settings, d, metrics(d, 9.0), 365)
+    assert history.columns == list(HISTORY_COLUMNS)
+    assert history.select("entity_id", "business_date", "gross_leverage").rows() == [
+        ("A", date(2025, 11, 25), 2.0), ("A", date(2026, 6, 1), 3.0), ("A", date(2026, 11, 23), 4.0), ("A", d, 10.0),
+        ("B", date(2025, 11, 25), 1.0), ("B", date(2026, 6, 1), 2.0), ("B", date(2026, 11, 23), 3.0), ("B", d, 9.0)]
+    assert history.filter(pl.col("business_date") == date(2025, 11, 25)).height == 2
+    history = metrics_history(settings, d, metrics(d, 9.0), None)
+    assert sorted(set(history["business_date"].to_list())) == earlier + [d]
+
+
+def test_report_history_window_must_hold_a_quarter():
+    import pytest
+
+    from reporting.config import ConfigError, Settings
+    with pytest.raises(ConfigError, match="leverage_history_days must be at least 92"):
+        Settings(leverage_history_days=91).check()
+    assert Settings(leverage_history_days=92).check().parameters()["leverage_history_days"] == 92

@@ -82,3 +82,20 @@ def test_retention_report_counts_and_never_deletes(tmp_path):
     assert report.past_retention == ["2019-01-02"]
     assert "still kept" in report.summary()
     assert (tmp_path / "2019-01-02").is_dir()
+
+
+def test_read_table_between_dates_and_only_some_columns(tmp_path):
+    """`since`/`before` bound the dates (since included, before not); `columns` reads only
+    those, in the order asked, null where an older partition lacks one."""
+    days = [date(2026, 11, d) for d in (20, 21, 22, 23)]
+    for i, d in enumerate(days):
+        frame = pl.DataFrame({"entity_id": ["A"], "x": [i], "y": [10 * i]})
+        if i == 0:
+            frame = frame.drop("y")  # written before column y existed
+        lake.write_partition(tmp_path, "t", d, frame)
+    got = lake.read_table(tmp_path, "t", since=days[0], before=days[3], columns=("business_date", "y", "x"))
+    assert got.columns == ["business_date", "y", "x"]
+    assert got.rows() == [(days[0], None, 0), (days[1], 10, 1), (days[2], 20, 2)]
+    got = lake.read_table(tmp_path, "t", since=days[2], columns=("x",))
+    assert got.columns == ["x"] and got["x"].to_list() == [2, 3]
+    assert lake.read_table(tmp_path, "t", since=date(2026, 11, 24)) is None
