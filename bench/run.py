@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -259,10 +259,25 @@ def drop_date(drop: Path, wanted: date | None) -> date:
 # ----------------------------------------------------------------------------- the job
 
 
-def run_job(drop: Path, work: Path, business_date: date, render: bool = True, repeat: int = 1) -> dict[str, Any]:
+def seed_history(lake: Path, metrics: Any, business_date: date, days: int) -> None:
+    """`days` earlier `entity_metrics` partitions, before `business_date`, holding these
+    figures again: the reports then read the history (leverage chart, C 48 table) of a lake
+    after that many daily runs, which a fresh lake does not have."""
+    import polars as pl
+
+    from reporting import lake as lake_io
+    for i in range(1, days + 1):
+        day = business_date - timedelta(days=i)
+        lake_io.write_partition(lake, "entity_metrics", day, metrics.with_columns(business_date=pl.lit(day)))
+
+
+def run_job(drop: Path, work: Path, business_date: date, render: bool = True, repeat: int = 1,
+            history_days: int = 0) -> dict[str, Any]:
     """The job's library steps in order, each timed; returns timings, figures and memory.
     Without `render`, stops before rendering (nothing is written to the lake or archive).
-    `repeat` > 1 times the measures that many times in all (the job's run first)."""
+    `repeat` > 1 times the measures that many times in all (the job's run first).
+    `history_days` > 0 seeds the lake with that many earlier days of today's entity figures
+    after the measures (not timed), before the report inputs read them."""
     from reporting import daily
     from reporting.config import load_settings
 
@@ -281,6 +296,9 @@ def run_job(drop: Path, work: Path, business_date: date, render: bool = True, re
     inputs = step("ingest", daily.load_inputs, settings, business_date)
     validation = step("validation", daily.validate_inputs, inputs, settings)
     results = step("compute", daily.compute, inputs, validation, settings, families)
+    if history_days:
+        say(f"job: seeding {history_days} earlier days of entity_metrics (not timed)")
+        seed_history(settings.lake, results.entity_metrics, business_date, history_days)
     report = step("report inputs", daily.report_inputs, inputs, results, validation, settings)
     pdfs = pages = run_dir = workers = None
     if render:
@@ -385,10 +403,13 @@ def run_baseline(job: dict[str, Any], rtol: float, atol: float) -> dict[str, Any
 # ----------------------------------------------------------------------------- levtrack run
 
 
-def run_cli(drop: Path, work: Path, business_date: date) -> dict[str, Any]:
-    """`levtrack run` end to end in a subprocess on a fresh lake, archive and Prefect home."""
+def run_cli(drop: Path, work: Path, business_date: date, history: tuple[Any, int] | None = None) -> dict[str, Any]:
+    """`levtrack run` end to end in a subprocess on a fresh lake (seeded with `history`,
+    (entity figures, days), as the in-process job's was), archive and Prefect home."""
     root = work / "cli"
     root.mkdir(parents=True)
+    if history:
+        seed_history(root / "lake", history[0], business_date, history[1])
     script = Path(sys.executable).with_name("levtrack")
     cmd = [str(script)] if script.is_file() else [sys.executable, "-c", "import sys; from flows.cli import main; "
                                                                          "sys.exit(main())"]
@@ -582,7 +603,10 @@ def print_report(r: dict) -> None:
     rows = r["rows"]
     print(f"\nscale {r['scale']}, business date {r['business_date']}: "
           + ", ".join(f"{rows[t]:,} {t}" for t in ("entities", "balances", "positions", "instruments") if t in rows))
-    print(f"machine: {machine_line(r['machine'])}\n")
+    print(f"machine: {machine_line(r['machine'])}")
+    days = r["machine"].get("history_days")
+    print(f"lake: seeded with {days} earlier days of entity figures (--history-days)\n" if days else
+          "lake: fresh (no earlier days: the reports' history is one day)\n")
     print(stage_table(r))
     m = r["measures"]
     if m["ratio"] is not None:
@@ -627,7 +651,9 @@ def markdown(paths: list[Path]) -> str:
                 f"Measured {r['measured_at'][:10]}, commit `{r['machine']['commit']}`"
                 + (" (with uncommitted changes)" if r["machine"]["uncommitted_changes"] else "")
                 + f", on {r['machine']['cpu']}, {r['machine']['cores']} cores, {_num(r['machine']['ram_gib'], '{:.1f}')} GiB"
-                " RAM.", "", stage_table(r, markdown=True), ""]
+                " RAM." + (f" Lake seeded with {r['machine']['history_days']} earlier days of entity figures "
+                           "(`--history-days`)." if r["machine"].get("history_days") else ""),
+                "", stage_table(r, markdown=True), ""]
         a = r["agreement"]
         if a:
             out.append(f"Job and baseline: {'agree on' if not a['disagreements'] else 'DISAGREE on ' + str(a['disagreements']) + ' of'} "
@@ -659,6 +685,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-cli", action="store_true", help="skip the end-to-end `levtrack run` subprocess")
     p.add_argument("--skip-render", action="store_true",
                    help="stop the in-process job before rendering and archiving (quick measures vs baseline)")
+    p.add_argument("--history-days", type=int, default=0, metavar="N",
+                   help="seed the lake with N earlier days of entity figures, as after N daily runs "
+                        "(the reports' leverage chart and C 48 table; default 0: a fresh lake)")
     p.add_argument("--repeat", type=int, default=3,
                    help="time the measures this many times in all (default 3; the job's own run is the first)")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -682,12 +711,15 @@ def measure(args: argparse.Namespace, drop: Path, work: Path, generated: tuple[f
     info["other_cpu"] = contention = {}  # per phase: the job and the baseline may see different loads
     info["speed_probe_s"] = [speed_probe()]
     start = cpu_seconds()
-    job = run_job(drop, work, business_date, render=not args.skip_render, repeat=args.repeat)
+    info["history_days"] = args.history_days
+    job = run_job(drop, work, business_date, render=not args.skip_render, repeat=args.repeat,
+                  history_days=args.history_days)
     contention["job"], start = other_cpu(start, cpu_seconds()), cpu_seconds()
     base = None if args.no_baseline else run_baseline(job, args.rtol, args.atol)
     if base:
         contention["pandas baseline"], start = other_cpu(start, cpu_seconds()), cpu_seconds()
-    cli = None if args.no_cli else run_cli(drop, work, business_date)
+    history = (job["results"].entity_metrics, args.history_days) if args.history_days else None
+    cli = None if args.no_cli else run_cli(drop, work, business_date, history)
     if cli:
         contention["levtrack run"] = other_cpu(start, cpu_seconds())
     info["speed_probe_s"].append(speed_probe())
@@ -731,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         child += (["--date", args.date.isoformat()] if args.date else []) + \
             (["--no-baseline"] if args.no_baseline else []) + (["--no-cli"] if args.no_cli else []) + \
             (["--skip-render"] if args.skip_render else []) + ["--repeat", str(args.repeat)] + \
+            ["--history-days", str(args.history_days)] + \
             (["--json", str(args.json.resolve())] if args.json else [])
         return subprocess.run(child).returncode
     finally:
