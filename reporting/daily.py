@@ -26,8 +26,9 @@ from .measures.book import Book, MeasureResults, apply_limits, measure_book, val
 from .schemas import DROP_TABLES
 from .timing import timed
 from .render import (
-    HISTORY_COLUMNS, ReportInputs, document_time, entity_report_ids, entity_slice, entity_slug, fmt_fraction_pct, fmt_metric,
-    make_environment, render_summary_html, report_id, write_entity_reports, write_pdf,
+    HISTORY_COLUMNS, ReportInputs, document_time, entity_report_ids, entity_slice, entity_slug,
+    fmt_fraction_pct, fmt_metric, make_environment, render_summary_html, report_id, write_entity_reports,
+    write_pdf,
 )
 from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
 
@@ -436,6 +437,10 @@ log. A thousand rows, the most severe first, is about 0.3 MB; the complete table
 lake and attached to the summary PDF."""
 
 
+_WHERE_ALL_LIMITS = ("every row is in the lake's `limit_utilization` table and in the summary "
+                     "PDF's attachment `limit_utilization.csv`")
+
+
 def monitoring_summary(business_date: date, results: DailyResults, validation: ValidationReport,
                        run_dir: Path, max_rows: int = ARTIFACT_ROWS) -> str:
     """Markdown for the run's Prefect artifact: verdict, breach and warning counts, validation,
@@ -471,10 +476,6 @@ def monitoring_summary(business_date: date, results: DailyResults, validation: V
             lines += ["", f"The {max_rows:,} most severe of {alerts.height:,} breaches and warnings are "
                           f"listed; {_WHERE_ALL_LIMITS}."]
     return "\n".join(lines) + "\n"
-
-
-_WHERE_ALL_LIMITS = ("every row is in the lake's `limit_utilization` table and in the summary "
-                     "PDF's attachment `limit_utilization.csv`")
 
 
 def limit_table(results: DailyResults, business_date: date,
