@@ -219,12 +219,12 @@ def metrics_history(settings: Settings, business_date: date, today: pl.DataFrame
     since = None if days is None else business_date - timedelta(days=days - 1)
     earlier = lake.read_table(settings.lake, "entity_metrics", since=since, before=business_date,
                               columns=HISTORY_COLUMNS)
-    today = today.select(HISTORY_COLUMNS)
+    # a column missing from the lake altogether is left out: the renderer names it
+    today = today.select([c for c in HISTORY_COLUMNS if c in today.columns])
     if earlier is None:
         return today
-    # older partitions may lack newer columns (null)
-    return pl.concat([earlier, today], how="diagonal_relaxed").select(HISTORY_COLUMNS).sort(
-        "entity_id", "business_date")
+    both = pl.concat([earlier, today], how="diagonal_relaxed")  # older partitions may lack newer columns (null)
+    return both.select([c for c in HISTORY_COLUMNS if c in both.columns]).sort("entity_id", "business_date")
 
 
 def render(report: ReportInputs, settings: Settings, run_id: str, *, entity_reports: bool = True) -> Path:
