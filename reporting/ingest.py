@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .archive import sha256_file
+from .archive import file_entries
 from .config import is_uri
 from .errors import InputError
 from .schemas import DROP_TABLES, OPTIONAL_DROP_TABLES, PRICE_HISTORY, REFERENCE_TABLES, TableSchema
@@ -192,8 +192,7 @@ def _load(folder: Path, specs: tuple[TableSchema, ...], optional: tuple[TableSch
             continue
         tables[schema.name], raw[schema.name] = read_table_file(path, schema, limits)
         sources[schema.name] = f"{shown}/{path.name}" if shown else str(path)
-        files[schema.name] = {"path": sources[schema.name], "sha256": sha256_file(path),
-                              "bytes": path.stat().st_size}
+        files[schema.name] = {**file_entries([path])[0], "path": sources[schema.name]}
     return LoadedTables(tables, raw, sources, files)
 
 
@@ -223,11 +222,17 @@ def folder_files(where: Path | str) -> list[str] | None:
         folder = Path(where)
         return sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else None
     with _reading(str(where)):
-        fs, root = open_location(str(where))
-        if fs.get_file_info(root).type != pafs.FileType.Directory:
-            return None
-        return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root))
-                      if i.type == pafs.FileType.File)
+        listing = _store_files(str(where))
+    return None if listing is None else sorted(i.base_name for i in listing[1])
+
+
+def _store_files(uri: str) -> tuple[pafs.FileSystem, list[pafs.FileInfo]] | None:
+    """The file system of an object-store folder and the files in it, or None if there is
+    no such folder (called inside `_reading`, which names a failing store)."""
+    fs, root = open_location(uri)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return None
+    return fs, [i for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.File]
 
 
 @contextlib.contextmanager
@@ -254,16 +259,16 @@ def local_folder(where: Path | str, tables: Iterable[TableSchema], limits: SizeL
     wanted = {f"{t.name}.{ext}" for t in tables for ext in ("csv", "parquet")}
     with tempfile.TemporaryDirectory(prefix="levtrack-inputs-") as tmp:
         with _reading(uri):  # the store's calls only: reading the copy is local
-            fs, root = open_location(uri)
-            found = fs.get_file_info(root).type == pafs.FileType.Directory
-            for info in fs.get_file_info(pafs.FileSelector(root)) if found else ():
-                if info.type != pafs.FileType.File or info.base_name not in wanted:
+            listing = _store_files(uri)
+            fs, infos = listing or (None, [])
+            for info in infos:
+                if info.base_name not in wanted:
                     continue
                 _check_bytes(f"{uri}/{info.base_name}", info.size, limits)
                 with fs.open_input_stream(info.path) as src, open(Path(tmp) / info.base_name, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
         try:
-            yield Path(tmp) if found else None
+            yield Path(tmp) if listing is not None else None
         except InputError as exc:
             named = exc.file.replace(tmp, uri, 1) if exc.file else exc.file
             raise InputError(str(exc).replace(tmp, uri), file=named, rows=exc.rows, rule=exc.rule) from None
