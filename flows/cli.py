@@ -32,14 +32,23 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date as YYYY-MM-DD: {text!r}") from None
 
 
+_URI_FOLDERS = ("inbox", "reference")
+"""The folder flags that also take an object-store URI (config.location); the lake and the
+archive need a local or mounted file system (atomic rename)."""
+
+
+def _folder_type(name: str) -> type:
+    return str if name in _URI_FOLDERS else Path
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="levtrack", description="Daily leverage-ratio tracking and reporting.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daily flow for one business date")
     run.add_argument("--date", type=_date, required=True, help="business date, YYYY-MM-DD")
     for name in ("inbox", "reference", "lake", "archive"):
-        run.add_argument(f"--{name}", type=str if name in ("inbox", "reference") else Path,
-                         help=f"{name} folder{' or object-store URI' if name in ('inbox', 'reference') else ''} "
+        run.add_argument(f"--{name}", type=_folder_type(name),
+                         help=f"{name} folder{' or object-store URI' if name in _URI_FOLDERS else ''} "
                               f"(default: config file or LEVTRACK_{name.upper()})")
     run.add_argument("--lookback", type=int, help="VaR look-back in returns (default 250)")
     run.add_argument("--config", type=Path, help="a levtrack.toml settings file")
@@ -48,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--to", dest="end", type=_date, required=True, help="last business date")
     back.add_argument("--rerun", action="store_true", help="run dates that are already archived again")
     for name in ("inbox", "reference", "lake", "archive"):
-        back.add_argument(f"--{name}", type=str if name in ("inbox", "reference") else Path)
+        back.add_argument(f"--{name}", type=_folder_type(name))
     back.add_argument("--lookback", type=int)
     back.add_argument("--config", type=Path)
     demo = sub.add_parser("demo", help="write the bundled sample book and run the daily flow on it")
