@@ -23,6 +23,10 @@ def _prefect_environment(home: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # Prefect's console logs (and the tracebacks of a failed task) go to stdout, so that
+    # stderr holds the reason alone and its first line is that reason (contract, section 4).
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_STREAM", "ext://sys.stdout")
 
 
 def _date(text: str) -> date:

@@ -210,3 +210,33 @@ def test_bad_input_is_refused_and_nothing_changes(published, case, tmp_path, cap
     assert (snapshot(root / "lake"), snapshot(root / "archive")) == before
     runs = pl.read_parquet(root / "lake" / "runs", hive_partitioning=True)
     assert runs.sort("started_at")["status"][-1] == "failed"
+
+
+@pytest.mark.parametrize("case", [case_wrong_type, case_zero_price], ids=["exit-3", "exit-4"])
+def test_the_command_line_puts_the_reason_first_on_stderr(published, case, tmp_path):
+    """`levtrack run` as a process, as the scheduler runs it: stderr's first line is the
+    reason and stderr holds nothing else but its details; Prefect's logs and a failed
+    task's traceback go to stdout (contract, section 4)."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import get_current_settings
+
+    book = tmp_path / "book"
+    shutil.copytree(published / "book", book)
+    code, needles = case(book / "inbox" / DAY, book / "reference")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING_")}
+    env["PREFECT_API_URL"] = str(get_current_settings().api.url)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--date", DAY, "--inbox", str(book / "inbox"),
+         "--reference", str(book / "reference"), "--lake", str(tmp_path / "lake"),
+         "--archive", str(tmp_path / "archive")],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and lines[0].startswith("levtrack run: "), done.stderr[:2000]
+    assert all(line.startswith("  ") for line in lines[1:]), done.stderr[:2000]
+    assert "Traceback" not in done.stderr and "Traceback" in done.stdout
+    for needle in needles:
+        assert needle in done.stderr
