@@ -23,6 +23,7 @@ from .config import Settings
 from .errors import DropNotReady, InputError
 from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, folder_files, merge_history, read_drop, read_reference
 from .measures.book import Book, MeasureResults, apply_limits, measure_book, value_book
+from .measures.limits import undefined_breach_reason
 from .schemas import DROP_TABLES
 from .timing import timed
 from .render import (
@@ -467,8 +468,9 @@ def monitoring_summary(business_date: date, results: DailyResults, validation: V
                   "|---|---|---|---|---|---|---|"]
         for r in _most_severe_first(alerts).head(max_rows).iter_rows(named=True):
             value = fmt_metric(r["value"], r["metric"])
-            if r["value"] is None:  # limits.py: an undefined figure breaches only when the entity is insolvent
-                value += " (undefined: insolvent — equity ≤ 0 or an account under water)" if r["status"] == "breach" else " (undefined)"
+            if r["value"] is None:  # limits.py: which undefined figure is a breach
+                value += (f" (undefined: {undefined_breach_reason(r['metric'])})" if r["status"] == "breach"
+                          else " (undefined)")
             lines.append(f"| {r['entity_id']} | {r['metric']} | {r['status']} | {value} | "
                          f"{r['kind']} {fmt_metric(r['limit'], r['metric'])} | "
                          f"{fmt_fraction_pct(r['utilization'])} | {r['days_in_breach']} |")

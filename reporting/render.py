@@ -69,7 +69,7 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherRespons
 
 from . import charts
 from .errors import RenderError
-from .measures.limits import EXPOSURE_SCALED
+from .measures.limits import EXPOSURE_SCALED, undefined_breach_reason
 from .schemas import ENTITY_METRIC_COLUMNS
 
 __all__ = [
@@ -99,8 +99,10 @@ NA = "n/a"
 MINUS = "\u2212"  # a true minus sign: "−$1,234", never a hyphen
 TIMES = "\u00d7"
 
-STATUS_ORDER: dict[str, int] = {"breach": 0, "warning": 1, "ok": 2, "none": 3}
-"""Report order of entity and limit statuses. ``none``: the entity has no limit rows."""
+STATUS_ORDER: dict[str, int] = {"breach": 0, "warning": 1, "ok": 2, "none": 3, "no_data": 4}
+"""Report order of entity and limit statuses. ``none``: the entity's figures have no limit
+rows; ``no_data``: the entity has no figures today (a reference entity without a line in
+the drop, or with every line quarantined), so no limit could be checked either."""
 
 FRACTION_METRICS: frozenset[str] = frozenset(
     {"utilization", "prev_utilization", "margin_utilization", "liquidation_distance",
@@ -778,6 +780,7 @@ def make_environment(templates_dir: Path, methodology: Path | None = None) -> ji
         metric_label=metric_label,
         bar=bar_width,
         slug=entity_slug,
+        undefined_reason=undefined_breach_reason,
     )
     env.globals.update(NA=NA, metric_label=metric_label, plural=plural)
     source = (Path(methodology) if methodology is not None
@@ -993,7 +996,7 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
         m = metrics.get(eid, {})
         row = {c: m.get(c) for c in ENTITY_METRIC_COLUMNS}
         row.update(entity_id=eid, entity_name=names.get(eid), slug=entity_slug(eid),
-                   status=status.get(eid, "none"), flags=flag_count.get(eid, 0),
+                   status=status.get(eid, "none" if m else "no_data"), flags=flag_count.get(eid, 0),
                    has_metrics=bool(m))
         entities.append(row)
     entities.sort(key=lambda r: (STATUS_ORDER.get(r["status"], -1), _str_key(r["entity_id"])))
@@ -1229,8 +1232,8 @@ def entity_context(inputs: ReportInputs, entity_id: str,
         return [] if frame is None else _rows(_own(frame, entity_id))
 
     limits = _limit_rows(inputs, names, entity_id)
-    status = _entity_status(limits).get(entity_id, "none")
     m = metrics.get(entity_id, {})
+    status = _entity_status(limits).get(entity_id, "none" if m else "no_data")
     reference = next(iter(own(inputs.entities)), {})
 
     exposures = own(inputs.exposures)

@@ -716,3 +716,19 @@ def test_report_id_is_a_digest_of_what_is_shown():
     assert report_id(ReportInputs(**{**base.__dict__, "stress_results": flipped})) != report_id(base)
     # the id itself is not part of the digest
     assert report_id(ReportInputs(**{**base.__dict__, "report_id": "x"})) == report_id(base)
+
+
+def test_an_entity_without_figures_today_is_no_data_not_no_limits(env):
+    """E4 is in the entities reference but has no line today: the summary and its own
+    report say NO DATA, and the summary's count says why; NO LIMITS would claim no limit
+    is set on it."""
+    inputs = make_inputs({"E1": "Alpha Fund", "E2": "Beta Capital", "E3": "Gamma Trading", "E4": "Delta Dormant"})
+    summary = render_summary_html(inputs, env)
+    assert "1 with no figures today (no line in the drop, or every line quarantined)" in summary
+    assert "without limits configured" not in summary
+    before, after = summary.split("<span class=\"id\">E4</span>")
+    row = before.rsplit("<tr", 1)[1] + after.split("</tr>", 1)[0]
+    assert "NO DATA" in row and "NO LIMITS" not in row
+    entity = render_entity_html(inputs, "E4", env)
+    status = entity.split('<p class="status-line">')[1].split("</p>")[0]
+    assert "NO DATA" in status and "no figures for this entity on this date" in status

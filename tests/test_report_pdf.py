@@ -757,6 +757,15 @@ def test_c48_daily_series_and_mean(rendered):
                      r"<td class=\"num\">\$20,079,602</td><td class=\"num\">6.00 %</td>", c48)
 
 
+def test_an_undefined_crypto_check_breach_names_tier1_not_insolvency(env):
+    inputs = make_inputs(extra_limits=[
+        {"entity_id": "E1", "metric": "crypto_exposure_pct_tier1", "value": None, "limit": 1.0, "kind": "max",
+         "utilization": None, "status": "breach", "prev_utilization": None, "days_in_breach": 1}])
+    reduce = section(render_entity_html(inputs, "E1", env), "reduce")
+    assert "no: the value is undefined (Tier 1 capital is zero or negative)" in reduce
+    assert "insolvent" not in reduce.split("crypto_exposure_pct_tier1")[1].split("</tr>")[0]
+
+
 def test_what_must_be_reduced(rendered):
     e1 = section(rendered["E1"]["html"], "reduce")
     assert "<b>$1,481,482</b> (19.4 % of gross exposure)" in e1     # 1,481,481.6 / 7,654,321.6
@@ -764,7 +773,7 @@ def test_what_must_be_reduced(rendered):
     assert "4.50× · 6.20×" in e1
     assert "<b>binding</b>" in e1
     e3 = section(rendered["E3"]["html"], "reduce")
-    assert "no: the value is undefined (insolvent)" in e3
+    assert "no: the value is undefined (insolvent: equity ≤ 0 or an account under water)" in e3
     assert "Not defined: equity is zero or negative" in e3
     e2 = section(rendered["E2"]["html"], "reduce")
     assert "No limit is in breach: nothing must be reduced." in e2

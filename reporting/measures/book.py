@@ -7,7 +7,7 @@ lives in its own module and is tested there.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import Iterator
 
@@ -236,18 +236,35 @@ def combine_measures(book: Book, parts: list[EntityMeasures], market: MarketStre
 
     metrics = stacked("entity_metrics").join(worst_stress(market.stress_results), on="entity_id", how="left",
                                              maintain_order="left")
-    return MeasureResults(
+    return without_negative_zero(MeasureResults(
         lines=book.lines,
         exposures=stacked("exposures"),
         concentration=stacked("concentration"),
         account_metrics=stacked("account_metrics"),
-        entity_metrics=metrics.select(*ENTITY_METRIC_COLUMNS, "accounts_under_water", "var_loss_per_gross"),
+        entity_metrics=metrics.select(*ENTITY_METRIC_COLUMNS, "accounts_under_water", "var_loss_per_gross",
+                                      "tier1_not_positive"),
         stress_results=market.stress_results,
         cascade=market.cascade,
         backtest=stacked("backtest"),
         backtest_series=stacked("backtest_series"),
         flags=stacked("flags"),  # each shard's sorted by entity and flag
-    )
+    ))
+
+
+def without_negative_zero(results: MeasureResults) -> MeasureResults:
+    """Every float figure with −0.0 made +0.0. A loss is a negated P&L, and the loss of a
+    book that does not move (cash only, a perfect hedge) is −0.0: equal to 0 but printed
+    as `-0.0` by the lake's CSV readers and the PDFs' attachments."""
+    return MeasureResults(**{f.name: plus_zero(getattr(results, f.name)) if f.name != "lines" else results.lines
+                             for f in fields(results)})
+
+
+def plus_zero(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with −0.0 made +0.0 in its float columns (polars simplifies `x + 0.0` to
+    `x`, so the arithmetic way does not do it)."""
+    return frame.with_columns(
+        pl.when(pl.col(name) == 0).then(pl.lit(0.0, dtype)).otherwise(pl.col(name)).alias(name)
+        for name, dtype in frame.schema.items() if dtype.is_float())
 
 
 def _timed_var_family(book: Book, exposures: pl.DataFrame, settings: Settings, timings: dict[str, float]) -> dict:
@@ -338,6 +355,11 @@ def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings, ma
     """Numbers that cannot be trusted as ordinary figures, one row per entity and reason."""
     parts = [
         marks,
+        metrics.filter("tier1_not_positive").select(
+            "entity_id", flag=pl.lit("tier1_not_positive"),
+            message=pl.lit("Tier 1 capital is zero or negative: the crypto capital check (exposure / Tier 1) "
+                           "is undefined and reported as a breach"),
+        ),
         metrics.filter(pl.col("equity_usd") <= 0).select(
             "entity_id", flag=pl.lit("equity_not_positive"),
             message=pl.format("Equity is {} USD: leverage is undefined and reported as a breach",
@@ -363,9 +385,11 @@ def apply_limits(results: MeasureResults, limits: pl.DataFrame, previous: pl.Dat
     """Limit utilization, then the exposure reduction it implies, folded into entity metrics."""
     metrics = results.entity_metrics
     insolvent = metrics.select(
-        "entity_id", insolvent=(pl.col("equity_usd") <= 0) | (pl.col("accounts_under_water") > 0)
+        "entity_id", "tier1_not_positive",
+        insolvent=(pl.col("equity_usd") <= 0) | (pl.col("accounts_under_water") > 0),
     )
     util = limit_utilization(metrics, limits, insolvent, previous, settings.default_warn_at)
+    util = plus_zero(util)  # as without_negative_zero: 0 over a negative limit is −0.0
     reduction = exposure_reduction(util, metrics, insolvent)
     allowed = max_leverage_for_var_limit(limits, metrics, settings.default_warn_at)
     metrics = (

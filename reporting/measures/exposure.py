@@ -266,7 +266,9 @@ def entity_exposure(lines: pl.DataFrame, capital: pl.DataFrame, settings: Settin
     """Equity, gross/net exposure and leverage, and the Basel-style leverage ratio per entity.
 
     `capital` has `entity_id, tier1_capital_usd` (null: the capital base is equity).
-    Leverage is null when equity ≤ 0: reported as such, never a division by zero.
+    Leverage is null when equity ≤ 0: reported as such, never a division by zero. The
+    crypto capital check is null where Tier 1 is not given (it does not apply) and where
+    it is zero or negative; `tier1_not_positive` tells the second case, a breach, apart.
     `per_underlying`: `exposure_by_underlying(lines)`, when the caller has it already.
     """
     per_underlying = exposure_by_underlying(lines) if per_underlying is None else per_underlying
@@ -298,6 +300,7 @@ def entity_exposure(lines: pl.DataFrame, capital: pl.DataFrame, settings: Settin
         .then(pl.col("capital_usd") / pl.col("exposure_measure_usd") * 100.0),
         crypto_exposure_pct_tier1=pl.when(pl.col("tier1_capital_usd") > 0)
         .then(pl.col("net_exposure_usd") / pl.col("tier1_capital_usd") * 100.0),
+        tier1_not_positive=(pl.col("tier1_capital_usd") <= 0).fill_null(False),
     ).drop("tier1_capital_usd").sort("entity_id")
 
 

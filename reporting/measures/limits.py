@@ -6,7 +6,10 @@
   ≥ `warn_at`, else `ok`.
 * A null value (a figure that is undefined) is a `breach` when the entity is
   insolvent — equity ≤ 0 or an account under water — and `ok` otherwise (the
-  metric does not apply, e.g. no liquidation point for an unmargined book).
+  metric does not apply, e.g. no liquidation point for an unmargined book). The
+  crypto capital check is the exception: its value is undefined when Tier 1 capital
+  is not given (it does not apply: `ok`, whatever the equity) or is zero or negative
+  (`breach`).
 * `prev_utilization` and `days_in_breach` come from the latest earlier business
   date in the lake's `limit_utilization`; the streak counts consecutive reported
   dates in breach, today included.
@@ -24,6 +27,18 @@ EXPOSURE_SCALED = (
 )
 """Metrics that scale in proportion to exposure: a breach of their `max` limit is cured by
 scaling the whole book down by limit / value."""
+
+TIER1_CHECK = "crypto_exposure_pct_tier1"
+"""The crypto capital check, the one metric whose undefined value depends on Tier 1, not equity."""
+
+
+
+def undefined_breach_reason(metric: str) -> str:
+    """Why an undefined figure of `metric` is a breach, in the words the reports use."""
+    if metric == TIER1_CHECK:
+        return "Tier 1 capital is zero or negative"
+    return "insolvent: equity ≤ 0 or an account under water"
+
 
 LIMIT_SCHEMA = {
     "business_date": pl.Date, "entity_id": pl.String, "metric": pl.String, "value": pl.Float64,
@@ -45,9 +60,12 @@ def limit_utilization(metrics: pl.DataFrame, limits: pl.DataFrame, insolvent: pl
                       previous: pl.DataFrame | None, default_warn_at: float) -> pl.DataFrame:
     """The `limit_utilization` table for one business date.
 
-    `metrics` is `entity_metrics`; `insolvent` has `entity_id, insolvent (bool)`;
-    `previous` is the lake's `limit_utilization` for earlier dates (or None).
+    `metrics` is `entity_metrics`; `insolvent` has `entity_id, insolvent (bool)` and
+    optionally `tier1_not_positive (bool)`; `previous` is the lake's `limit_utilization`
+    for earlier dates (or None).
     """
+    if "tier1_not_positive" not in insolvent.columns:
+        insolvent = insolvent.with_columns(tier1_not_positive=pl.lit(False))
     entity_ids = metrics["entity_id"].to_list()
     resolved = resolve_limits(limits, entity_ids, default_warn_at)
     metric_names = resolved["metric"].unique().to_list()
@@ -60,12 +78,16 @@ def limit_utilization(metrics: pl.DataFrame, limits: pl.DataFrame, insolvent: pl
         .otherwise(pl.when(value > 0).then(limit / value))
     )
     wrong_side = pl.when(pl.col("kind") == "max").then(value > limit).otherwise(value < limit)
+    undefined_breaches = (
+        pl.when(pl.col("metric") == TIER1_CHECK).then(pl.col("tier1_not_positive"))
+        .otherwise(pl.col("insolvent")).fill_null(False)
+    )
     out = (
         resolved.join(values, on=["entity_id", "metric"], how="left", maintain_order="left")
         .join(insolvent, on="entity_id", how="left", maintain_order="left")
         .with_columns(utilization=util)
         .with_columns(
-            status=pl.when(value.is_null()).then(pl.when(pl.col("insolvent")).then(pl.lit("breach")).otherwise(pl.lit("ok")))
+            status=pl.when(value.is_null()).then(pl.when(undefined_breaches).then(pl.lit("breach")).otherwise(pl.lit("ok")))
             .when(wrong_side | (pl.col("utilization") > 1)).then(pl.lit("breach"))
             .when(pl.col("utilization") >= pl.col("warn_at")).then(pl.lit("warning"))
             .otherwise(pl.lit("ok"))

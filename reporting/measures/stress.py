@@ -268,11 +268,15 @@ def stress_results(entity_ids: list[str], lines: pl.DataFrame, scenarios: Scenar
 
 def worst_stress(results: pl.DataFrame) -> pl.DataFrame:
     """Per entity: the largest scenario loss (positive, from `pnl_usd`, before the
-    cascade) and the scenario that causes it; scenarios without a figure are skipped."""
+    cascade) and the scenario that causes it; scenarios without a figure are skipped.
+    Where the worst P&L is exactly zero no scenario loses anything, and naming the first
+    of the tied ones would point the reader at a scenario that does nothing to the
+    book: the loss is 0 and the scenario null."""
     return (
         results.filter(pl.col("pnl_usd").is_not_null())
         .sort("pnl_usd", "scenario_id")
         .group_by("entity_id", maintain_order=True)
         .first()
-        .select("entity_id", worst_stress_loss_usd=-pl.col("pnl_usd"), worst_stress_scenario="scenario_id")
+        .select("entity_id", worst_stress_loss_usd=-pl.col("pnl_usd"),
+                worst_stress_scenario=pl.when(pl.col("pnl_usd") != 0).then(pl.col("scenario_id")))
     )

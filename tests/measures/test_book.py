@@ -96,3 +96,50 @@ def test_measures_run_with_blas_on_one_thread_and_restore_it(tiny_book, monkeypa
         compute_measures(tiny_book, history(), BUSINESS_DATE, Settings(lookback=5, backtest_days=3))
         assert seen == [{1}]
         assert blas_threads() == {3}
+
+
+def test_tier1_of_zero_breaches_the_crypto_check_and_is_flagged(tiny_book):
+    """B's Tier 1 set to 0: its crypto check is undefined, flagged and a breach. A gives no
+    Tier 1: the check does not apply to it, so it is not a breach (its leverage, 6.3×, is)."""
+    settings = Settings(lookback=10, backtest_days=5)
+    book = dict(tiny_book)
+    book["entities"] = tiny_book["entities"].with_columns(tier1_capital_usd=pl.Series([None, 0.0]))
+    book["limits"] = pl.concat([tiny_book["limits"], pl.DataFrame({
+        "entity_id": ["*"], "metric": ["crypto_exposure_pct_tier1"], "limit": [1.0], "kind": ["max"],
+        "warn_at": [None]})])
+    res = compute_measures(book, history(), BUSINESS_DATE, settings)
+    assert {(r["entity_id"], r["flag"]) for r in res.flags.iter_rows(named=True)
+            if r["flag"] == "tier1_not_positive"} == {("B", "tier1_not_positive")}
+    metrics, util = apply_limits(res, book["limits"], None, settings)
+    check = {r["entity_id"]: r for r in util.filter(pl.col("metric") == "crypto_exposure_pct_tier1")
+             .iter_rows(named=True)}
+    assert check["B"]["value"] is None and check["B"]["status"] == "breach"
+    assert check["A"]["value"] is None and check["A"]["status"] == "ok"
+    assert "tier1_not_positive" not in metrics.columns
+
+
+def test_a_book_that_does_not_move_has_losses_of_plus_zero(tiny_book):
+    """C holds only USD: its VaR, ES, stress loss and their limits' utilization are 0,
+    and +0.0, not −0.0 (a negated zero P&L), in every table the lake and the CSVs get."""
+    settings = Settings(lookback=10, backtest_days=5)
+    book = dict(tiny_book)
+    book["balances"] = pl.concat([tiny_book["balances"], pl.DataFrame({
+        "business_date": [BUSINESS_DATE], "entity_id": ["C"], "account_id": ["c1"], "venue": ["X"],
+        "asset": ["USD"], "amount": [1_000_000.0]})])
+    book["entities"] = pl.concat([tiny_book["entities"], pl.DataFrame(
+        {"entity_id": ["C"], "name": ["Cash"], "tier1_capital_usd": [None]},
+        schema=tiny_book["entities"].schema)])
+    book["limits"] = pl.concat([tiny_book["limits"], pl.DataFrame({
+        "entity_id": ["*"], "metric": ["var_99_1d_hist_usd"], "limit": [1e6], "kind": ["max"], "warn_at": [None]})])
+    res = compute_measures(book, history(), BUSINESS_DATE, settings)
+    metrics, util = apply_limits(res, book["limits"], None, settings)
+    c = metrics.filter(pl.col("entity_id") == "C").row(0, named=True)
+    for column in ("var_99_1d_hist_usd", "es_975_1d_hist_usd", "var_99_10d_hist_usd", "worst_stress_loss_usd"):
+        assert c[column] == 0.0 and np.copysign(1.0, c[column]) == 1.0, column
+    assert c["worst_stress_scenario"] is None
+    frames = [metrics, util] + [getattr(res, name) for name in ("exposures", "account_metrics", "stress_results",
+                                                                 "backtest", "backtest_series", "entity_metrics")]
+    for frame in frames:
+        for column in frame.select(pl.selectors.float()).columns:
+            values = frame[column].drop_nulls().to_numpy()
+            assert not np.any((values == 0) & np.signbit(values)), column

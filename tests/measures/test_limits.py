@@ -80,3 +80,21 @@ def test_max_gross_leverage_within_var_limit():
     assert got["A"] == pytest.approx((80_000 / 1_000_000) / 0.05)  # USD limit (8 %) tighter than 10 %: 1.6x
     assert got["B"] == pytest.approx(0.10 / 0.04)  # 10 % of equity -> 2.5x
     assert got["C"] is None  # no leverage on negative equity
+
+
+def test_undefined_crypto_check_breaches_only_when_tier1_is_not_positive():
+    """A: Tier 1 given and positive (1 % of it is held: a breach of the 0.5 % limit
+    by value). B: Tier 1 given as zero, so the ratio is undefined: a breach. C: insolvent
+    and no Tier 1 given: the check does not apply, so not a breach (its leverage is)."""
+    m = metrics(gross_leverage=[2.0, 2.0, None], crypto_exposure_pct_tier1=[1.0, None, None])
+    limits = pl.DataFrame({"entity_id": ["*", "*"], "metric": ["gross_leverage", "crypto_exposure_pct_tier1"],
+                           "limit": [5.0, 0.5], "kind": ["max", "max"], "warn_at": [None, None]})
+    insolvent = INSOLVENT.with_columns(tier1_not_positive=pl.Series([False, True, False]))
+    u = limit_utilization(m, limits, insolvent, None, 0.8)
+    got = {(x["entity_id"], x["metric"]): x["status"] for x in u.iter_rows(named=True)}
+    assert got == {("A", "gross_leverage"): "ok", ("A", "crypto_exposure_pct_tier1"): "breach",
+                   ("B", "gross_leverage"): "ok", ("B", "crypto_exposure_pct_tier1"): "breach",
+                   ("C", "gross_leverage"): "breach", ("C", "crypto_exposure_pct_tier1"): "ok"}
+    # without the column every undefined crypto check is not applicable
+    u = limit_utilization(m, limits, INSOLVENT, None, 0.8)
+    assert u.filter(pl.col("metric") == "crypto_exposure_pct_tier1")["status"].to_list() == ["breach", "ok", "ok"]

@@ -309,3 +309,15 @@ def test_the_cascades_aggregated_revaluation_equals_the_line_by_line_one(tiny_bo
     assert any(abs(v) > 1_000 for v in by_line.values())
     for key, want in by_line.items():
         assert aggregated[key] == pytest.approx(want, rel=1e-12, abs=1e-6), key
+
+
+def test_worst_stress_names_no_scenario_when_none_loses():
+    """C: every scenario leaves it unchanged (a tie at zero): loss 0, no scenario named.
+    D: every scenario is a gain: the least favourable one, a negative loss, is named."""
+    res = pl.DataFrame({
+        "entity_id": ["C", "C", "D", "D"], "scenario_id": ["S1", "S2", "S1", "S2"],
+        "pnl_usd": [0.0, -0.0, 500.0, 200.0]})
+    worst = {r["entity_id"]: r for r in worst_stress(res).iter_rows(named=True)}
+    assert worst["C"]["worst_stress_scenario"] is None
+    assert worst["C"]["worst_stress_loss_usd"] == 0.0
+    assert worst["D"]["worst_stress_scenario"] == "S2" and worst["D"]["worst_stress_loss_usd"] == -200.0
