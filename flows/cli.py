@@ -163,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a file system or object store that failed, after the ingest retries
         print(f"levtrack {args.command}: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a defect: the reason still comes first, the traceback after it
+        import traceback
+
+        print(f"levtrack {args.command}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+              " (a defect: please report it with the traceback below and the run's log on stdout)",
+              file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return 10
     return 2
 
 

@@ -9,7 +9,9 @@ is an `InputError` naming the file, the rows and the rule.
 from __future__ import annotations
 
 import contextlib
+import csv
 import difflib
+import io
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -68,7 +70,7 @@ def _rows_text(rows: list[int]) -> str:
 def _read_csv_strings(path: Path) -> pl.DataFrame:
     data = path.read_bytes()
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(
@@ -78,11 +80,30 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
     if not data.strip():
         raise InputError(f"{path}: empty file without a header row; send at least the header",
                          file=str(path), rule="header row present")
+    header = next(csv.reader([text.partition("\n")[0].rstrip("\r")]), [])
+    names = [h.strip() for h in header if h.strip()]  # a blank name (a trailing comma) is no column of ours
+    twice = sorted({h for h in names if names.count(h) > 1})
+    if twice:
+        raise InputError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; "
+                         "send each column once", file=str(path), rows=[0], rule="column names unique")
     try:
         return pl.read_csv(data, infer_schema=False, raise_if_empty=True, truncate_ragged_lines=False)
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0]}",
+        where = _ragged_record(text, len(header))
+        raise InputError(f"{path}: {where or 'not a readable CSV file'}: {str(exc).splitlines()[0]}",
                          file=str(path), rule="well-formed CSV") from None
+
+
+def _ragged_record(text: str, width: int) -> str | None:
+    """Where the first record with another number of fields than the header is, for a CSV
+    polars refused (it does not say which line); only read on that error path."""
+    reader = csv.reader(io.StringIO(text))
+    next(reader, None)
+    for row, record in enumerate(reader, start=1):
+        if record and len(record) != width:
+            return (f"line {reader.line_num} (row {row}): {len(record)} fields where the header has "
+                    f"{width}")
+    return None
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
@@ -108,16 +129,34 @@ def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataF
     if missing:
         hints = []
         for c in missing:
-            close = difflib.get_close_matches(c, frame.columns, n=1)
+            close = difflib.get_close_matches(c, frame.columns, n=1, cutoff=0.8)
             hints.append(f"{c!r}" + (f" (found {close[0]!r} — misspelt?)" if close else ""))
         raise InputError(
             f"{path}: missing column(s) {', '.join(hints)}; {schema.name} needs "
             f"{', '.join(schema.columns)}", file=str(path), rule="required columns present",
         )
-    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    # a column of the file named like the row index is an unknown extra column: ignored
+    # here like any other (the raw copy keeps it)
+    frame = frame.drop(ROW, strict=False).with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
     out = []
     for name, dtype in schema.columns.items():
         src = frame[name]
+        kind = "a date as YYYY-MM-DD" if dtype == pl.Date else f"a {dtype}"
+        if src.dtype.is_nested():
+            raise InputError(f"{path}: column {name!r} must be {kind}; the file has a {src.dtype} column",
+                             file=str(path), rule=f"{name} is {kind}")
+        if dtype == pl.Date and isinstance(src.dtype, pl.Datetime):
+            # pandas writes dates as timestamps: a timestamp at midnight (in its own time
+            # zone, if it has one) is that date; one with a time of day is not a date
+            timed_rows = frame.filter(pl.col(name).is_not_null() & (pl.col(name).dt.time() != pl.time(0)))
+            if timed_rows.height:
+                rows = timed_rows[ROW].to_list()
+                values = ", ".join(str(v) for v in timed_rows[name].head(_SHOW).to_list())
+                raise InputError(
+                    f"{path}: rows {_rows_text(rows)}: column {name!r} must be a date; got timestamps with a "
+                    f"time of day: {values}", file=str(path), rows=rows, rule=f"{name} is a date")
+            out.append(pl.col(name).dt.date().alias(name))
+            continue
         if dtype == pl.String and src.dtype == pl.String:
             text = pl.col(name).str.strip_chars()
             out.append(pl.when(text != "").then(text).alias(name))  # blank is missing
@@ -131,7 +170,6 @@ def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataF
         if bad.height:
             rows = bad[ROW].to_list()
             values = ", ".join(repr(v) for v in bad[name].head(_SHOW).to_list())
-            kind = "a date as YYYY-MM-DD" if dtype == pl.Date else f"a {dtype}"
             raise InputError(
                 f"{path}: rows {_rows_text(rows)}: column {name!r} must be {kind}; got {values}",
                 file=str(path), rows=rows, rule=f"{name} is {kind}",

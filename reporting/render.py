@@ -54,7 +54,7 @@ import xml.etree.ElementTree as etree
 import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
@@ -302,7 +302,9 @@ def _decimal(value: float | int) -> Decimal:
 
 def _fixed(d: Decimal, decimals: int, *, plus: bool = False) -> str:
     """``d`` rounded half away from zero, with thousands separators and a true minus."""
-    q = d.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    # precision for every digit: the default context's 28 refuses a figure of 1e28 or more
+    q = d.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP,
+                   context=Context(prec=max(28, d.adjusted() + decimals + 2)))
     if q == 0:
         q = abs(q)  # no "−0.0"
     body = f"{abs(q):,.{decimals}f}"
@@ -453,16 +455,24 @@ def plural(n: int, one: str, many: str) -> str:
     return f"{n:,} {one if n == 1 else many}"
 
 
-def verdict(breaches: int, warnings: int, entities: int) -> str:
-    """The report's first line: ``3 breaches and 2 warnings across 25 entities``."""
+def verdict(breaches: int, warnings: int, entities: int, no_data: int = 0) -> str:
+    """The report's first line: ``3 breaches and 2 warnings across 25 entities``.
+    ``no_data`` of the entities have no figures today: never counted as within limits."""
     if entities == 0:
         return "No entities reported"
+    if no_data >= entities:
+        return ("No figures today for the only entity" if entities == 1
+                else f"No figures today for any of the {entities:,} entities")
+    missing = f"; {plural(no_data, 'entity', 'entities')} without figures today" if no_data else ""
     if breaches == 0 and warnings == 0:
+        if no_data:
+            return f"No breaches or warnings across {plural(entities - no_data, 'entity', 'entities')} " \
+                   f"with figures{missing}"
         return ("The only entity is within limits" if entities == 1
                 else f"All {entities:,} entities within limits")
     b = plural(breaches, "breach", "breaches") if breaches else "no breaches"
     w = plural(warnings, "warning", "warnings") if warnings else "no warnings"
-    text = f"{b} and {w} across {plural(entities, 'entity', 'entities')}"
+    text = f"{b} and {w} across {plural(entities, 'entity', 'entities')}{missing}"
     return text[0].upper() + text[1:]
 
 
@@ -1026,7 +1036,7 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
 
     ctx = _common(inputs, env)
     ctx.update(
-        verdict=verdict(n_breach, n_warning, len(entities)),
+        verdict=verdict(n_breach, n_warning, len(entities), by_status["no_data"]),
         n_breach=n_breach,
         n_warning=n_warning,
         n_entities=len(entities),

@@ -70,6 +70,9 @@ RESULTS_SCHEMA: dict[str, pl.DataType] = {
 }
 """Columns of the `validation_results` table."""
 
+MAX_LINE_USD = 1e15
+"""A line worth more than this (a quadrillion USD, ten times world GDP) is an input error."""
+
 MAX_ROWS_SHOWN = 20
 MAX_SAMPLE = 5
 
@@ -200,7 +203,12 @@ def _fmt(v: Any) -> str:
         return repr(v) if math.isfinite(v) else str(v)  # nan, inf, -inf
     if isinstance(v, date):
         return v.isoformat()
-    return str(v)
+    text = str(v)
+    # a value with a line break, a control or an invisible character is shown quoted and
+    # escaped: the message keeps one line per rule, and 'AURORA\u200b' does not pass for AURORA
+    if isinstance(v, str) and not all(c == " " or (c.isprintable() and not c.isspace()) for c in text):
+        return repr(text)  # repr escapes exactly the unprintable characters
+    return text
 
 
 def _render(bad: pl.DataFrame, cols: list[str]) -> str:
@@ -534,6 +542,15 @@ def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[di
             ["instrument_id", "strike", "expiry", "option_type"])
         add("instruments", "future_has_expiry", "expiry", "a future must have an expiry", ins,
             (pl.col("instrument_type") == "future") & pl.col("expiry").is_null(), ["instrument_id"])
+        add("instruments", "perpetual_has_no_expiry", "expiry",
+            "a perpetual has no expiry (the contract: null for perpetuals)", ins,
+            (pl.col("instrument_type") == "perpetual") & pl.col("expiry").is_not_null(),
+            ["instrument_id", "expiry"])
+        add("instruments", "option_terms_on_options_only", "strike,option_type",
+            "strike and option_type are for options only", ins,
+            (pl.col("instrument_type") != "option")
+            & (pl.col("strike").is_not_null() | pl.col("option_type").is_not_null()),
+            ["instrument_id", "instrument_type", "strike", "option_type"])
         if _has(mk, "instrument_id", "implied_vol"):
             options = ins.filter(is_opt)["instrument_id"].to_list()
             add("marks", "option_mark_has_implied_vol", "implied_vol",
@@ -564,6 +581,33 @@ def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[di
                 "the underlying of every held instrument must have a price in asset_prices", pos,
                 pl.col("underlying").is_not_null() & ~pl.col("underlying").is_in(priced),
                 ["instrument_id", "underlying"], frame=held)
+
+    # Sizes no book has: a line worth more than MAX_LINE_USD is a unit or decimal-point
+    # error, and left in it would overflow the VaR's squares to infinity.
+    if _has(prices, "asset", "price_usd") and _has(bal, "asset", "amount"):
+        usd = prices.select("asset", "price_usd").unique("asset", keep="first")
+        valued = bal.join(usd, on="asset", how="left", coalesce=True).sort(ROW)
+        add("balances", "line_value_plausible", "amount",
+            f"a balance line must be worth at most {MAX_LINE_USD:,.0f} USD (amount × price_usd)", bal,
+            ~((pl.col("amount") * pl.col("price_usd")).abs() <= MAX_LINE_USD)
+            & pl.col("amount").is_finite() & pl.col("price_usd").is_finite(),
+            ["asset", "amount", "price_usd"], frame=valued)
+        if held is not None and _has(pos, "quantity") and _has(ins, "contract_size", "settlement") \
+                and _has(mk, "instrument_id", "mark_price"):
+            terms = ins.select("instrument_id", "contract_size", "settlement").unique("instrument_id", keep="first")
+            marks = mk.select("instrument_id", "mark_price").unique("instrument_id", keep="first")
+            sized = (held.join(terms, on="instrument_id", how="left", coalesce=True)
+                     .join(marks, on="instrument_id", how="left", coalesce=True)
+                     .join(usd.rename({"asset": "underlying", "price_usd": "_underlying_usd"}),
+                           on="underlying", how="left", coalesce=True).sort(ROW))
+            face = (pl.col("quantity") * pl.col("contract_size")).abs()
+            notional = (pl.when(pl.col("instrument_type") == "option").then(face * pl.col("_underlying_usd"))
+                        .when(pl.col("settlement") == "inverse").then(face)
+                        .otherwise(face * pl.col("mark_price")))  # the contract's notional
+            add("positions", "position_notional_plausible", "quantity",
+                f"a position's notional must be at most {MAX_LINE_USD:,.0f} USD", pos,
+                ~(notional <= MAX_LINE_USD) & notional.is_not_null() & ~notional.is_nan(),
+                ["instrument_id", "quantity"], frame=sized)
 
     # Entities.
     entities = ids(ent, "entity_id")

@@ -145,6 +145,41 @@ def case_expired_contract(inbox, ref):
                ("row " if len(held) == 1 else "rows ") + ", ".join(map(str, held))]
 
 
+def case_perpetual_with_expiry(inbox, ref):
+    row = first_row(inbox / "instruments.csv", "instrument_type", "perpetual")
+    edit(inbox / "instruments.csv", row, "expiry", "2027-03-26")
+    return 4, ["instruments.csv", "a perpetual has no expiry", f"row {row}"]
+
+
+def case_future_with_option_terms(inbox, ref):
+    row = first_row(inbox / "instruments.csv", "instrument_type", "future")
+    edit(inbox / "instruments.csv", row, "strike", "50000")
+    return 4, ["instruments.csv", "strike and option_type are for options only", f"row {row}", "50000"]
+
+
+def case_astronomical_amount(inbox, ref):
+    edit(inbox / "balances.csv", 5, "amount", "1e300")  # finite, and no book's
+    return 4, ["balances.csv", "a balance line must be worth at most 1,000,000,000,000,000 USD", "row 5"]
+
+
+def case_astronomical_quantity(inbox, ref):
+    edit(inbox / "positions.csv", 3, "quantity", "-1e200")
+    return 4, ["positions.csv", "a position's notional must be at most 1,000,000,000,000,000 USD", "row 3"]
+
+
+def case_entity_named_star(inbox, ref):
+    with (ref / "entities.csv").open("a") as fh:
+        fh.write("*,Everyone Fund,\n")
+    return 4, ["entities.csv", 'entity_id must not be "*"', "row 26"]
+
+
+def case_column_named_twice(inbox, ref):
+    p = inbox / "balances.csv"
+    lines = p.read_text().splitlines()
+    p.write_text("\n".join([lines[0] + ",amount"] + [line + ",0" for line in lines[1:]]) + "\n")
+    return 3, ["balances.csv", "the header names column(s) 'amount' more than once"]
+
+
 def case_asset_without_price(inbox, ref):
     drop_rows(inbox / "asset_prices.csv", pl.col("asset") == "DOGE")
     return 4, ["balances.csv", "DOGE", "asset_prices"]

@@ -221,3 +221,21 @@ def test_verify_command_reports_retention_and_catches_one_altered_byte(first_run
     finally:
         pdf.write_bytes(original)
         pdf.chmod(0o444)
+
+
+def test_a_book_with_no_lines_at_all_runs_and_says_so(prefect_harness, tmp_path, capsys):
+    """Every book file header-only (the contract's way to send "nothing held"): the run
+    completes, no entity has figures, and the summary says so instead of "within limits"."""
+    book = write_sample_book(tmp_path / "book")
+    drop = book.inbox / D.isoformat()
+    for name in ("balances", "positions", "instruments", "marks"):
+        path = drop / f"{name}.csv"
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    code, out, err = run_cli(book, tmp_path, capsys)
+    assert code == 0, err
+    assert lake.read_table(tmp_path / "lake", "entity_metrics", on=D).height == 0
+    run_dir = runs_for_date(tmp_path / "archive", D)[-1].path
+    html = (run_dir / "summary.html").read_text()
+    assert "No figures today for any of the 25 entities" in html and "entities within limits" not in html
+    assert list((run_dir / "entities").iterdir()) == []
+    assert verify_archive(tmp_path / "archive") == []

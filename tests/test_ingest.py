@@ -37,6 +37,11 @@ def test_header_only_file_is_an_empty_table(tmp_path):
     (HEADER + "24/11/2026,E1,A1,X,BTC,1.5\n", "rows 1: column 'business_date' must be a date as YYYY-MM-DD"),
     ("business_date,entity_id,acount_id,venue,asset,amount\n", "missing column(s) 'account_id' (found 'acount_id'"),
     ("", "empty file without a header"),
+    (HEADER.replace("amount", "amount,amount") + "2026-11-24,E1,A1,X,BTC,1,2\n",
+     "the header names column(s) 'amount' more than once"),
+    (HEADER + "2026-11-24,E1,A1,X,BTC,1\n2026-11-24,E1,A1,X,\"ETH\nX\",1\n2026-11-24,E1,A1,X,BTC,1,7\n",
+     "line 5 (row 3): 7 fields where the header has 6"),  # a quoted newline: row 3 is on line 5
+    ("business_date,entity_id,account_id,venue,asset,amt\n", "missing column(s) 'amount'; balances needs"),
 ])
 def test_bad_files_name_file_rows_and_rule(tmp_path, text, needle):
     path = write(tmp_path, "balances.csv", text)
@@ -69,6 +74,39 @@ def test_parquet_with_other_types_is_cast_or_rejected(tmp_path):
     good.with_columns(amount=pl.lit("lots")).write_parquet(tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="column 'amount' must be a Float64"):
         read_table_file(tmp_path / "bad.parquet", BALANCES)
+
+
+def test_a_column_named_like_the_row_index_is_an_extra_column(tmp_path):
+    path = write(tmp_path, "balances.csv", HEADER.replace("\n", ",_row\n") + "2026-11-24,E1,A1,X,BTC,1.5,x\n")
+    typed, raw = read_table_file(path, BALANCES)
+    assert typed["_row"].to_list() == [1] and raw["_row"].to_list() == ["x"]
+
+
+def test_parquet_list_column_is_refused_with_the_rule(tmp_path):
+    pl.DataFrame({"business_date": [date(2026, 11, 24)], "entity_id": ["E"], "account_id": ["A"],
+                  "venue": ["X"], "asset": ["BTC"], "amount": [[1.0, 2.0]]}).write_parquet(tmp_path / "b.parquet")
+    with pytest.raises(InputError, match=r"column 'amount' must be a Float64; the file has a List\(Float64\) column"):
+        read_table_file(tmp_path / "b.parquet", BALANCES)
+
+
+@pytest.mark.parametrize("zone", [None, "UTC", "America/New_York"])
+def test_parquet_timestamps_at_midnight_are_dates(tmp_path, zone):
+    """pandas writes a date column as timestamps: midnight (in the column's own zone) is
+    that date; a time of day is refused, naming the row."""
+    from datetime import datetime
+
+    frame = pl.DataFrame({"business_date": [datetime(2026, 11, 24), datetime(2026, 11, 24)],
+                          "entity_id": ["E", "E"], "account_id": ["A", "A"], "venue": ["X", "X"],
+                          "asset": ["BTC", "ETH"], "amount": [1.0, 2.0]})
+    if zone:
+        frame = frame.with_columns(pl.col("business_date").dt.replace_time_zone(zone))
+    frame.write_parquet(tmp_path / "b.parquet")
+    typed, _ = read_table_file(tmp_path / "b.parquet", BALANCES)
+    assert typed["business_date"].to_list() == [date(2026, 11, 24)] * 2
+    frame.with_columns(pl.col("business_date") + pl.when(pl.col("asset") == "ETH").then(pl.duration(hours=13))
+                       .otherwise(pl.duration(hours=0))).write_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError, match=r"rows 2: column 'business_date' must be a date; got timestamps"):
+        read_table_file(tmp_path / "t.parquet", BALANCES)
 
 
 def test_history_merge_later_sources_win():

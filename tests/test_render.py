@@ -289,6 +289,8 @@ def entity_pdfs(tmp_path_factory, inputs, env):
     (-0.4, "$0"),                    # no "−$0"
     (0, "$0"),
     (None, "n/a"), (float("nan"), "n/a"), (float("inf"), "n/a"), (float("-inf"), "n/a"),
+    (1e30, "$1," + ",".join(["000"] * 10)),  # past the 28 digits of Decimal's default context
+    (-2.5e20, "\u2212$250," + ",".join(["000"] * 6)),
 ])
 def test_money(value, expected):
     assert fmt_money(value) == expected
@@ -317,6 +319,11 @@ def test_verdict():
     assert verdict(0, 0, 25) == "All 25 entities within limits"
     assert verdict(1, 0, 2) == "1 breach and no warnings across 2 entities"
     assert verdict(0, 1, 1) == "No breaches and 1 warning across 1 entity"
+    # entities without figures today are never "within limits"
+    assert verdict(0, 0, 25, 25) == "No figures today for any of the 25 entities"
+    assert verdict(0, 0, 1, 1) == "No figures today for the only entity"
+    assert verdict(0, 0, 25, 2) == "No breaches or warnings across 23 entities with figures; 2 entities without figures today"
+    assert verdict(3, 0, 25, 1) == "3 breaches and no warnings across 25 entities; 1 entity without figures today"
 
 
 # --------------------------------------------------------------- the summary

@@ -552,3 +552,13 @@ def test_held_assets_skip_cash(settings):
 def test_frame_helper_rows_are_one_based():
     df = frame("asset_prices", CLEAN["asset_prices"])
     assert df["_row"].to_list() == [1, 2, 3, 4] and not math.isnan(df["price_usd"][0])
+
+
+def test_values_in_messages_show_invisible_and_line_breaking_characters():
+    """An id with a zero-width space must not read as the valid id, and a value with a
+    line break must not break the message's one line per rule."""
+    from reporting.validate import _fmt
+
+    assert _fmt("AURORA\u200b") == "'AURORA\\u200b'"
+    assert _fmt("line\nbreak") == "'line\\nbreak'"
+    assert _fmt("Zürich Fund 2") == "Zürich Fund 2"  # printable text as it is

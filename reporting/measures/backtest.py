@@ -182,7 +182,7 @@ def backtest(entity_ids: list[str], pnl: np.ndarray, dates: list[date], lookback
     )
     masked = lambda a: np.where(none, np.nan, a)  # noqa: E731 - no observations, no statistics
     summary = pl.DataFrame({
-        "business_date": [business_date] * n_e, "entity_id": entity_ids,
+        "business_date": [business_date] * n_e, "entity_id": pl.Series(entity_ids, dtype=pl.String),
         "observations": obs, "exceptions": x,
         "kupiec_lr": masked(lr_pof), "kupiec_p": masked(p_pof),
         "christoffersen_lr": masked(lr_ind), "christoffersen_p": masked(p_ind),

@@ -284,7 +284,7 @@ def _var_family(entity_ids, lines, exposures, window: ReturnWindow, business_dat
     d = delta_matrix(entity_ids, window.assets, exposures)
     z = normal_quantile(settings.var_confidence)
     gross = (
-        pl.DataFrame({"entity_id": entity_ids})
+        pl.DataFrame({"entity_id": pl.Series(entity_ids, dtype=pl.String)})  # typed: an empty book has none
         .join(exposures.group_by("entity_id", maintain_order=True).agg(g=pl.col("gross_exposure_usd").sum()), on="entity_id",
               how="left", maintain_order="left")["g"].fill_null(0.0).to_numpy()
     )
@@ -302,7 +302,7 @@ def _var_family(entity_ids, lines, exposures, window: ReturnWindow, business_dat
         # each entity's own window, like its EWMA VaR: the figure does not depend on who else is in the book
         per_gross[rows] = loss_per_unit_gross(d[rows], gross[rows], cov, implied[rows], z)
     metrics = pl.DataFrame({
-        "entity_id": entity_ids,
+        "entity_id": pl.Series(entity_ids, dtype=pl.String),
         "var_99_1d_hist_usd": hist, "es_975_1d_hist_usd": es,
         "var_99_1d_param_usd": param, "var_99_1d_ewma_usd": ewma,
         "var_99_10d_hist_usd": hist * np.sqrt(settings.horizon_days),
@@ -351,6 +351,12 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
     return pl.concat([stale_rows.cast(FLAG_SCHEMA), off.cast(FLAG_SCHEMA)])
 
 
+def _whole_usd(column: str) -> pl.Expr:
+    """A USD figure as whole dollars for a flag's message; beyond Int64 (9.2e18), as it is."""
+    return (pl.col(column).round(0).cast(pl.Int64, strict=False).cast(pl.String)
+            .fill_null(pl.col(column).cast(pl.String)))
+
+
 def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings, marks: pl.DataFrame) -> pl.DataFrame:
     """Numbers that cannot be trusted as ordinary figures, one row per entity and reason."""
     parts = [
@@ -363,13 +369,13 @@ def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings, ma
         metrics.filter(pl.col("equity_usd") <= 0).select(
             "entity_id", flag=pl.lit("equity_not_positive"),
             message=pl.format("Equity is {} USD: leverage is undefined and reported as a breach",
-                              pl.col("equity_usd").round(0).cast(pl.Int64)),
+                              _whole_usd("equity_usd")),
         ),
         accounts.filter("under_water").select(
             "entity_id", flag=pl.lit("account_under_water"),
             message=pl.format("Account {} at {}: equity {} USD against maintenance {} USD",
-                              "account_id", "venue", pl.col("equity_usd").round(0).cast(pl.Int64),
-                              pl.col("maintenance_margin_usd").round(0).cast(pl.Int64)),
+                              "account_id", "venue", _whole_usd("equity_usd"),
+                              _whole_usd("maintenance_margin_usd")),
         ),
         metrics.filter(pl.col("var_observations") < settings.lookback).select(
             "entity_id", flag=pl.lit("short_var_window"),

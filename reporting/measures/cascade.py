@@ -300,7 +300,7 @@ def liquidation_cascades(entity_ids: list[str], lines: pl.DataFrame, scenarios: 
                           0.0, settings.cascade_max_rounds)))
     n_e = len(entity_ids)
     per_entity = pl.DataFrame({
-        "entity_id": entity_ids * len(runs),
+        "entity_id": pl.Series(entity_ids * len(runs), dtype=pl.String),
         "scenario_id": np.repeat([r[0] for r in runs], n_e).tolist(),
         "source": np.repeat([r[1] for r in runs], n_e).tolist(),
         "cascade_rounds": np.concatenate([r[2].rounds for r in runs]),
