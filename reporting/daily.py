@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,9 @@ from .render import (
     fmt_fraction_pct, fmt_metric, make_environment, render_summary_html, report_id, write_entity_reports,
     write_pdf,
 )
-from .validate import ValidationReport, check_history_window, held_assets, quarantine, validate_tables
+from .validate import (
+    ValidationReport, check_history_window, held_assets, history_changes, quarantine, validate_tables,
+)
 
 RAW_PREFIX = "raw_"
 
@@ -42,6 +44,8 @@ class DailyInputs:
     drop: LoadedTables
     reference: LoadedTables
     history: pl.DataFrame
+    history_changes: list[dict[str, Any]] = field(default_factory=list)
+    """Warnings on the drop's price_history against the lake's (`validate.history_changes`)."""
 
     @property
     def tables(self) -> dict[str, pl.DataFrame]:
@@ -72,13 +76,12 @@ def load_inputs(settings: Settings, business_date: date) -> DailyInputs:
     drop = read_drop(settings.inbox, business_date, limits)
     reference = read_reference(settings.reference, limits)
     commit.crash_point("ingest")
-    history = merge_history(
-        lake.read_table(settings.lake, "price_history", up_to=business_date),
-        drop.tables.get("price_history"),
-        drop.tables["asset_prices"],
-        business_date,
-    )
-    return DailyInputs(business_date, drop, reference, history)
+    stored = lake.read_table(settings.lake, "price_history", up_to=business_date)
+    history = merge_history(stored, drop.tables.get("price_history"), drop.tables["asset_prices"], business_date)
+    # against the lake as it was before this date: a re-run of the date sees what its first run saw
+    earlier = None if stored is None else stored.filter(pl.col("business_date") < business_date)
+    changes = history_changes(earlier, drop.tables.get("price_history"), business_date)
+    return DailyInputs(business_date, drop, reference, history, changes)
 
 
 def validate_inputs(inputs: DailyInputs, settings: Settings) -> ValidationReport:
@@ -88,6 +91,7 @@ def validate_inputs(inputs: DailyInputs, settings: Settings) -> ValidationReport
         tables, business_date=inputs.business_date, settings=settings,
         sources={k: str(v) for k, v in inputs.sources.items()},
     )
+    report = report.extend(inputs.history_changes)
     if report.ok:
         report = report.extend(check_history_window(
             inputs.history, held_assets(tables, settings), inputs.business_date, settings.lookback

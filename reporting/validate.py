@@ -779,6 +779,33 @@ def check_history_window(history: pl.DataFrame, assets: list[str], business_date
     return rows
 
 
+def history_changes(stored: pl.DataFrame | None, drop: pl.DataFrame | None, business_date: date
+                    ) -> list[dict[str, Any]]:
+    """Warnings on a drop's `price_history`: closes it restates that the lake (`stored`, the
+    dates before this one) holds with another value (the later source wins, so the VaR
+    moves with them: a reader must see it), and rows dated after the business date (not
+    history yet: ignored). Both rows are there whenever the drop has a history file, so a
+    date's checks do not change with the lake's age."""
+    if drop is None or drop.is_empty():
+        return []
+    future = drop.filter(pl.col("date") > business_date)
+    rows = [_row_result(
+        table="price_history", rule="history_not_after_business_date", column="date", severity=WARNING,
+        description=f"rows dated after the business date {business_date} are not history yet: ignored",
+        df=drop, bad=future, sample_cols=["date", "asset"])]
+    held = (pl.DataFrame(schema={"date": pl.Date, "asset": pl.String, "_lake_close": pl.Float64})
+            if stored is None or stored.is_empty() else
+            stored.select("date", "asset", _lake_close="close_usd").unique(["date", "asset"], keep="last"))
+    both = drop.join(held, on=["date", "asset"], how="inner").sort(ROW)
+    changed = both.filter((pl.col("close_usd") - pl.col("_lake_close")).abs() > 1e-12 * pl.col("_lake_close").abs())
+    rows.append(_row_result(
+        table="price_history", rule="history_restates_lake", column="close_usd", severity=WARNING,
+        description="closes the lake already holds, replaced by this drop's (lake's value / drop's "
+                    "value): the later source wins, so check the restatement is meant",
+        df=drop, bad=changed, sample_cols=["asset", "date", "_lake_close", "close_usd"]))
+    return rows
+
+
 QUARANTINE_TABLES = ("balances", "positions")
 """The book's lines: a row of these that breaks a warning rule is set aside, not measured."""
 

@@ -562,3 +562,24 @@ def test_values_in_messages_show_invisible_and_line_breaking_characters():
     assert _fmt("AURORA\u200b") == "'AURORA\\u200b'"
     assert _fmt("line\nbreak") == "'line\\nbreak'"
     assert _fmt("Zürich Fund 2") == "Zürich Fund 2"  # printable text as it is
+
+
+def test_history_restatements_and_future_rows_are_warnings():
+    """The drop restates BTC on the 20th (91,000 → 9,100: a factor of ten) and repeats ETH's
+    close exactly, and carries a row for a date after the business date."""
+    from reporting.validate import history_changes
+
+    d = date(2026, 11, 24)
+    stored = pl.DataFrame({"date": [date(2026, 11, 20), date(2026, 11, 20)], "asset": ["BTC", "ETH"],
+                           "close_usd": [91_000.0, 3_100.0]})
+    drop = pl.DataFrame({"date": [date(2026, 11, 20), date(2026, 11, 20), date(2026, 11, 25)],
+                         "asset": ["BTC", "ETH", "BTC"], "close_usd": [9_100.0, 3_100.0, 1.0],
+                         "_row": [1, 2, 3]})
+    got = {r["rule"]: r for r in history_changes(stored, drop, d)}
+    restated, future = got["history_restates_lake"], got["history_not_after_business_date"]
+    assert restated["severity"] == future["severity"] == "warning"
+    assert not restated["success"] and restated["unexpected_count"] == 1 and restated["unexpected_rows"] == "1"
+    assert restated["sample"] == "BTC/2026-11-20/91000.0/9100.0"
+    assert not future["success"] and future["unexpected_rows"] == "3"
+    assert all(r["success"] for r in history_changes(None, drop.head(2), d))  # a first run: nothing to restate
+    assert history_changes(stored, None, d) == []
