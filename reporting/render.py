@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Container, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import unquote_to_bytes
 
 import jinja2
@@ -926,14 +926,18 @@ def _limit_rows(inputs: ReportInputs, names: Mapping[str, str],
     return out
 
 
-def _entity_status(limit_rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    status: dict[str, str] = {}
+def _entity_status(limit_rows: Iterable[Mapping[str, Any]], entity_ids: Iterable[str],
+                   with_figures: Container[str]) -> dict[str, str]:
+    """Each entity's worst limit status; without a limit row, ``none`` if it has figures
+    today and ``no_data`` if not (one rule, so the summary and an entity's own report
+    cannot show the same entity two ways)."""
+    worst: dict[str, str] = {}
     for r in limit_rows:
         s = r["status"]
-        cur = status.get(r["entity_id"])
+        cur = worst.get(r["entity_id"])
         if cur is None or STATUS_ORDER.get(s, -1) < STATUS_ORDER.get(cur, -1):
-            status[r["entity_id"]] = s
-    return status
+            worst[r["entity_id"]] = s
+    return {e: worst.get(e, "none" if e in with_figures else "no_data") for e in entity_ids}
 
 
 def entity_report_ids(inputs: ReportInputs) -> list[str]:
@@ -993,7 +997,6 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
     _check_inputs(inputs)
     names = _names(inputs)
     limits = _limit_rows(inputs, names)
-    status = _entity_status(limits)
     metrics = {r["entity_id"]: r for r in _rows(inputs.entity_metrics)}
     flags = _flag_rows(inputs, names)
     flag_count: dict[str, int] = {}
@@ -1001,12 +1004,13 @@ def summary_context(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, 
         flag_count[f["entity_id"]] = flag_count.get(f["entity_id"], 0) + 1
 
     entity_ids = sorted(set(names) | set(metrics), key=str)
+    status = _entity_status(limits, entity_ids, metrics)
     entities = []
     for eid in entity_ids:
         m = metrics.get(eid, {})
         row = {c: m.get(c) for c in ENTITY_METRIC_COLUMNS}
         row.update(entity_id=eid, entity_name=names.get(eid), slug=entity_slug(eid),
-                   status=status.get(eid, "none" if m else "no_data"), flags=flag_count.get(eid, 0),
+                   status=status[eid], flags=flag_count.get(eid, 0),
                    has_metrics=bool(m))
         entities.append(row)
     entities.sort(key=lambda r: (STATUS_ORDER.get(r["status"], -1), _str_key(r["entity_id"])))
@@ -1243,7 +1247,7 @@ def entity_context(inputs: ReportInputs, entity_id: str,
 
     limits = _limit_rows(inputs, names, entity_id)
     m = metrics.get(entity_id, {})
-    status = _entity_status(limits).get(entity_id, "none" if m else "no_data")
+    status = _entity_status(limits, [entity_id], metrics)[entity_id]
     reference = next(iter(own(inputs.entities)), {})
 
     exposures = own(inputs.exposures)

@@ -47,6 +47,7 @@ import polars as pl
 from . import schemas
 from .config import Settings
 from .errors import ConfigError, ValidationFailed
+from .measures.exposure import contract_notional
 
 log = logging.getLogger(__name__)
 
@@ -600,10 +601,10 @@ def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[di
                      .join(marks, on="instrument_id", how="left", coalesce=True)
                      .join(usd.rename({"asset": "underlying", "price_usd": "_underlying_usd"}),
                            on="underlying", how="left", coalesce=True).sort(ROW))
-            face = (pl.col("quantity") * pl.col("contract_size")).abs()
-            notional = (pl.when(pl.col("instrument_type") == "option").then(face * pl.col("_underlying_usd"))
-                        .when(pl.col("settlement") == "inverse").then(face)
-                        .otherwise(face * pl.col("mark_price")))  # the contract's notional
+            notional = contract_notional(pl.col("instrument_type") == "option",
+                                         pl.col("settlement") == "inverse",
+                                         pl.col("quantity") * pl.col("contract_size"),
+                                         pl.col("mark_price"), pl.col("_underlying_usd"))
             add("positions", "position_notional_plausible", "quantity",
                 f"a position's notional must be at most {MAX_LINE_USD:,.0f} USD", pos,
                 ~(notional <= MAX_LINE_USD) & notional.is_not_null() & ~notional.is_nan(),

@@ -30,6 +30,19 @@ LINE_COLUMNS = (
 )
 
 
+def contract_notional(is_option: pl.Expr, is_inverse: pl.Expr, face: pl.Expr,
+                      mark_price: pl.Expr, underlying_price: pl.Expr) -> pl.Expr:
+    """A derivative's notional in USD (contract section 2), from its face `q·cs`:
+    option `|face·S|`, inverse `|face|` (its face is in USD), linear `|face·mark|`.
+
+    One expression, so the validation's plausibility bound and the measures'
+    `notional_usd` cannot disagree about what a contract is worth.
+    """
+    return (pl.when(is_option).then((face * underlying_price).abs())
+            .when(is_inverse).then(face.abs())
+            .otherwise((face * mark_price).abs()))
+
+
 def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: Settings) -> pl.DataFrame:
     """Value every balance and position line in USD.
 
@@ -121,9 +134,8 @@ def build_lines(tables: dict[str, pl.DataFrame], business_date: date, settings: 
         delta_exposure_usd=pl.when(linear_deriv & inverse).then(q_cs * pl.col("mark_price") / pl.col("avg_entry_price"))
         .when(linear_deriv).then(q_cs * pl.col("mark_price"))
         .otherwise(q_cs * pl.col("bs_delta") * pl.col("underlying_price")),
-        notional_usd=pl.when(linear_deriv & inverse).then(q_cs.abs())
-        .when(linear_deriv).then((q_cs * pl.col("mark_price")).abs())
-        .otherwise((q_cs * pl.col("underlying_price")).abs()),
+        notional_usd=contract_notional(~linear_deriv, inverse, q_cs, pl.col("mark_price"),
+                                       pl.col("underlying_price")),
         gamma_usd=(q_cs * pl.col("bs_gamma") * pl.col("underlying_price") ** 2 / 100.0),
         vega_usd=(q_cs * pl.col("bs_vega") / 100.0),
     ).drop("bs_delta", "bs_gamma", "bs_vega")
