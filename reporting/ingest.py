@@ -87,22 +87,34 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
         raise InputError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; "
                          "send each column once", file=str(path), rows=[0], rule="column names unique")
     try:
-        return pl.read_csv(data, infer_schema=False, raise_if_empty=True, truncate_ragged_lines=False)
+        frame = pl.read_csv(data, infer_schema=False, raise_if_empty=True, truncate_ragged_lines=False)
     except pl.exceptions.PolarsError as exc:
-        where = _ragged_record(text, len(header))
-        raise InputError(f"{path}: {where or 'not a readable CSV file'}: {str(exc).splitlines()[0]}",
-                         file=str(path), rule="well-formed CSV") from None
+        ragged = _ragged_record(text, len(header))
+        if ragged is None:
+            raise InputError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0]}",
+                             file=str(path), rule="well-formed CSV") from None
+        raise InputError(f"{path}: {ragged[1]}", file=str(path), rows=[ragged[0]],
+                         rule="well-formed CSV") from None
+    # polars pads a row with too few fields with nulls, silently: a cut-off or shifted
+    # row. Such a row always leaves the last column null, so only a file with a null
+    # there (rare: the big tables' columns are all required) is scanned for one.
+    if frame.width and frame[frame.columns[-1]].null_count():
+        ragged = _ragged_record(text, len(header))
+        if ragged is not None:
+            raise InputError(f"{path}: {ragged[1]}", file=str(path), rows=[ragged[0]],
+                             rule="well-formed CSV")
+    return frame
 
 
-def _ragged_record(text: str, width: int) -> str | None:
-    """Where the first record with another number of fields than the header is, for a CSV
-    polars refused (it does not say which line); only read on that error path."""
+def _ragged_record(text: str, width: int) -> tuple[int, str] | None:
+    """The first record with another number of fields than the header: its row and where
+    it is (polars does not say which line); read only on a file that may have one."""
     reader = csv.reader(io.StringIO(text))
     next(reader, None)
     for row, record in enumerate(reader, start=1):
         if record and len(record) != width:
-            return (f"line {reader.line_num} (row {row}): {len(record)} fields where the header has "
-                    f"{width}")
+            return row, (f"line {reader.line_num} (row {row}): {len(record)} "
+                         f"field{'' if len(record) == 1 else 's'} where the header has {width}")
     return None
 
 
@@ -216,8 +228,14 @@ def check_size(path: Path, limits: SizeLimits) -> None:
 def read_table_file(path: Path, schema: TableSchema, limits: SizeLimits = SizeLimits()
                     ) -> tuple[pl.DataFrame, pl.DataFrame]:
     check_size(path, limits)
-    raw = _read_parquet(path) if path.suffix == ".parquet" else _read_csv_strings(path)
-    return type_table(raw, schema, path), raw
+    if path.suffix == ".parquet":
+        raw = _read_parquet(path)
+        return type_table(raw, schema, path), raw
+    raw = _read_csv_strings(path)
+    typed = type_table(raw, schema, path)
+    # a blank line (or one of bare commas) holds no record: skipped, the others keep
+    # their row numbers so messages still point at the right lines
+    return typed.filter(~pl.all_horizontal(pl.exclude(ROW).is_null())), raw
 
 
 def _load(folder: Path, specs: tuple[TableSchema, ...], optional: tuple[TableSchema, ...] = (),

@@ -493,16 +493,16 @@ def _has(df: pl.DataFrame, *cols: str) -> bool:
 
 
 def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[dict[str, Any]]:
-    """Rules that need more than one table. Each is critical; a check whose columns are
-    missing is skipped (the column-presence rule has failed already)."""
+    """Rules that need more than one table; critical unless marked a warning. A check whose
+    columns are missing is skipped (the column-presence rule has failed already)."""
     pending: list[tuple[dict[str, Any], pl.DataFrame, pl.Expr]] = []
     bal, pos, ins, mk = t["balances"], t["positions"], t["instruments"], t["marks"]
     prices, ent, lim, tiers = t["asset_prices"], t["entities"], t["limits"], t["margin_tiers"]
 
-    def add(table, rule, column, description, df, bad_expr, sample_cols, frame=None):
+    def add(table, rule, column, description, df, bad_expr, sample_cols, frame=None, severity=CRITICAL):
         """Queue a rule: its bad rows are `frame.filter(bad_expr)`, found at the end in one
         pass per frame for all the rules on it."""
-        rule_args = dict(table=table, rule=rule, column=column, severity=CRITICAL,
+        rule_args = dict(table=table, rule=rule, column=column, severity=severity,
                          description=description, df=df, sample_cols=sample_cols)
         pending.append((rule_args, df if frame is None else frame, bad_expr))
 
@@ -573,6 +573,13 @@ def _cross_checks(t: Mapping[str, pl.DataFrame], business_date: date) -> list[di
     # Prices of every held asset and underlying.
     if _has(prices, "asset"):
         priced = ids(prices, "asset")
+        scen = t["scenarios"]
+        if _has(scen, "asset"):  # a misspelt asset would leave the stress silently smaller
+            add("scenarios", "scenario_asset_priced", "asset",
+                "a scenario's asset must be '*' or an asset priced today (asset_prices): "
+                "otherwise its shock moves nothing", scen,
+                pl.col("asset").is_not_null() & (pl.col("asset") != "*") & ~pl.col("asset").is_in(priced),
+                ["scenario_id", "asset"], severity=WARNING)
         if _has(bal, "asset"):
             add("balances", "asset_has_price", "asset",
                 "every asset held must have a price in asset_prices", bal,

@@ -41,6 +41,9 @@ def test_header_only_file_is_an_empty_table(tmp_path):
      "the header names column(s) 'amount' more than once"),
     (HEADER + "2026-11-24,E1,A1,X,BTC,1\n2026-11-24,E1,A1,X,\"ETH\nX\",1\n2026-11-24,E1,A1,X,BTC,1,7\n",
      "line 5 (row 3): 7 fields where the header has 6"),  # a quoted newline: row 3 is on line 5
+    (HEADER + "2026-11-24,E1,A1,X,BTC,1\n2026-11-24,E1,A1,X,BTC\n",  # cut off: polars pads it with null
+     "line 3 (row 2): 5 fields where the header has 6"),
+    (HEADER + "2026-11-24,E1,A1,X,BTC,1\n2026-11-24\n", "line 3 (row 2): 1 field where the header has 6"),
     ("business_date,entity_id,account_id,venue,asset,amt\n", "missing column(s) 'amount'; balances needs"),
 ])
 def test_bad_files_name_file_rows_and_rule(tmp_path, text, needle):
@@ -48,6 +51,19 @@ def test_bad_files_name_file_rows_and_rule(tmp_path, text, needle):
     with pytest.raises(InputError) as err:
         read_table_file(path, BALANCES)
     assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_a_row_with_an_empty_last_field_is_not_short(tmp_path):
+    typed, _ = read_table_file(write(tmp_path, "balances.csv", HEADER + "2026-11-24,E1,A1,X,BTC,\n"), BALANCES)
+    assert typed["amount"].to_list() == [None]  # missing, for validation to refuse; not a ragged row
+
+
+def test_blank_lines_are_skipped_and_later_rows_keep_their_numbers(tmp_path):
+    text = HEADER + "2026-11-24,E1,A1,X,BTC,1\n\n2026-11-24,E1,A1,X,ETH,2\n,,,,,\n\n\n"
+    typed, raw = read_table_file(write(tmp_path, "balances.csv", text), BALANCES)
+    assert typed["asset"].to_list() == ["BTC", "ETH"]
+    assert typed["_row"].to_list() == [1, 3]  # ETH is on line 4
+    assert raw.height == 6  # the raw copy is the file as received
 
 
 def test_non_utf8_names_the_line(tmp_path):

@@ -315,6 +315,15 @@ def test_warnings_do_not_stop_the_run(settings):
     assert_gx_matches_polars(report)
 
 
+def test_a_scenario_on_an_asset_without_a_price_is_a_warning(settings):
+    """'BTCC' would shock nothing: the stress loss would be silently smaller."""
+    report = run(settings, drop(scenarios=CLEAN["scenarios"] + [("typo", "BTC -50 %", "BTCC", -0.5, None)]))
+    assert report.ok, report.failure_messages()
+    assert report.bad_row_numbers("scenarios", severity="warning") == {
+        "a scenario's asset must be '*' or an asset priced today (asset_prices): "
+        "otherwise its shock moves nothing": [3]}
+
+
 def test_many_bad_rows_counted_in_full(settings):
     """GX keeps a sample; polars finds every row, and the counts agree."""
     n = 600
