@@ -48,7 +48,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2, norm
+from scipy.stats import binom, chi2, norm
 
 ACCOUNT = ["entity_id", "venue", "account_id"]
 DROP_TABLES = ("balances", "positions", "instruments", "marks", "asset_prices")
@@ -459,15 +459,27 @@ def backtest_one(pnl: np.ndarray, dates, lookback: int, days: int, c: float, at_
     pi1 = n11 / (n10 + n11) if n10 + n11 else 0.0
     pi = (n01 + n11) / (n00 + n01 + n10 + n11) if n00 + n01 + n10 + n11 else 0.0
     lr_ind = max(2 * (ll(n00, n01, pi0) + ll(n10, n11, pi1) - ll(n00 + n10, n01 + n11, pi)), 0.0)
-    zone = "green" if x <= 4 else "yellow" if x <= 9 else "red"
+    zone, plus = basel_traffic_light(x, obs, p)
     return {
         "observations": obs, "exceptions": x,
         "exception_dates": ", ".join(pd.Timestamp(d).strftime("%Y-%m-%d") for d in dates[first:][hits]),
         "kupiec_lr": lr_pof, "kupiec_p": float(chi2.sf(lr_pof, 1)),
         "christoffersen_lr": lr_ind, "christoffersen_p": float(chi2.sf(lr_ind, 1)),
         "cc_lr": lr_pof + lr_ind, "cc_p": float(chi2.sf(lr_pof + lr_ind, 2)),
-        "zone": zone, "plus_factor": 0.0 if x <= 4 else PLUS_FACTOR.get(x, 1.0),
+        "zone": zone, "plus_factor": plus,
     }
+
+
+def basel_traffic_light(x: int, obs: int, p: float) -> tuple[str, float]:
+    """Zone by the binomial P(X ≤ x) over the days tested (green < 95 %, red ≥ 99.99 %);
+    in yellow, the plus factor of the 250-day, 99 % count with the same probability."""
+    q = binom.cdf(x, obs, p)
+    if q >= 0.9999:
+        return "red", 1.0
+    if q < 0.95:
+        return "green", 0.0
+    same = next((k for k in range(5, 10) if binom.cdf(k, 250, 0.01) >= q), 9)
+    return "yellow", PLUS_FACTOR[same]
 
 
 # ----------------------------------------------------------------------------- stress

@@ -79,5 +79,7 @@ def test_backtest_counts_strict_exceedances_on_known_series():
     row = summary.row(0, named=True)
     assert row["observations"] == 50 and row["exceptions"] == 2
     assert row["exception_dates"] == f"{dates[lookback + 3]}, {dates[lookback + 20]}"
-    assert row["zone"] == "green"
+    # 2 in 50 days: P(X ≤ 2) = 0.99^50 + 50·0.01·0.99^49 + 1225·0.01²·0.99^48 = 0.6050 + 0.3056
+    # + 0.0756 = 0.9862 ≥ 95 %: yellow (green only over 250 days); P250(X ≤ 6) = 0.9863 ≥ it
+    assert row["zone"] == "yellow" and row["plus_factor"] == 0.50
     assert series.height == 50 and series["exception"].sum() == 2

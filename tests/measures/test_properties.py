@@ -397,3 +397,16 @@ def test_traffic_light_zones_follow_the_binomial_table():
         want = "green" if cdf[x] < 0.95 else ("yellow" if cdf[x] < 0.9999 else "red")
         assert zone[x] == want, x
     assert [float(v) for v in plus[5:10]] == [0.40, 0.50, 0.65, 0.75, 0.85] and plus[10] == 1.0 and plus[4] == 0.0
+
+
+def test_a_short_backtest_is_judged_on_its_own_days():
+    """60 days at 99 %: P(X ≤ 1) = 0.99^60 + 60·0.01·0.99^59 = 0.8787 (green); P(X ≤ 2) adds
+    1770·0.01²·0.99^58 = 0.0988, so 0.9775 (yellow, where 250 days would say green); P(X ≤ 3)
+    adds 34220·0.01³·0.99^57 = 0.0193, so 0.9969. The 250-day counts with those probabilities:
+    P250(X ≤ 6) = 0.9863 ≥ 0.9775 > P250(X ≤ 5) = 0.9588, so 6 (0.50); 0.9969 lies between
+    P250(X ≤ 7) = 0.9960 and P250(X ≤ 8) = 0.9989, so 8 (0.75)."""
+    zone, plus = traffic_light(np.array([0, 1, 2, 3]), 60, 0.01)
+    assert zone.tolist() == ["green", "green", "yellow", "yellow"]
+    assert plus.tolist() == [0.0, 0.0, 0.50, 0.75]
+    # at 97.5 % over 250 days, 5 exceptions are what an accurate model gives (P(X ≤ 5) = 0.4)
+    assert traffic_light(np.array([5, 13]), 250, 0.025)[0].tolist() == ["green", "yellow"]

@@ -429,12 +429,20 @@ def chi2_1_sf(x: float) -> float:
     return math.erfc(math.sqrt(x / 2.0))
 
 
-def traffic(x: int) -> tuple[str, float]:
-    if x >= 10:
+def binomial_cdf(x: int, n: int, p: float) -> float:
+    return math.fsum(math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(x + 1))
+
+
+def traffic(x: int, n: int, p: float) -> tuple[str, float]:
+    """Basel's zones by P(X ≤ x) (green < 95 %, red ≥ 99.99 %); in yellow, the plus factor
+    of the 250-day, 99 % count with the same probability."""
+    q = binomial_cdf(x, n, p)
+    if q >= 0.9999:
         return "red", 1.0
-    if x >= 5:
-        return "yellow", {5: 0.40, 6: 0.50, 7: 0.65, 8: 0.75, 9: 0.85}[x]
-    return "green", 0.0
+    if q < 0.95:
+        return "green", 0.0
+    k = next((k for k in range(5, 10) if binomial_cdf(k, 250, 0.01) >= q), 9)
+    return "yellow", {5: 0.40, 6: 0.50, 7: 0.65, 8: 0.75, 9: 0.85}[k]
 
 
 def returns_window(book: Book, assets: list, n_returns: int) -> tuple[list, dict]:
@@ -610,7 +618,7 @@ def reference_measures(book: Book, p: Params, cash_assets=Settings().cash_assets
         if n_obs:
             lr_pof = kupiec(x, n_obs, 1 - p.var_confidence)
             lr_ind = christoffersen(hits)
-            zone, plus = traffic(x)
+            zone, plus = traffic(x, n_obs, 1 - p.var_confidence)
             bt.update(exceptions=x, exception_dates=", ".join(s[0].isoformat() for s in series if s[3]),
                       kupiec_lr=lr_pof, kupiec_p=chi2_1_sf(lr_pof), christoffersen_lr=lr_ind,
                       christoffersen_p=chi2_1_sf(lr_ind), cc_lr=lr_pof + lr_ind,
