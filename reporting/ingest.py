@@ -64,7 +64,7 @@ def find_table_file(folder: Path, name: str, *, required: bool = True) -> Path |
 
 def _rows_text(rows: list[int]) -> str:
     more = f" and {len(rows) - _SHOW} more" if len(rows) > _SHOW else ""
-    return ", ".join(str(r) for r in rows[:_SHOW]) + more
+    return ("row " if len(rows) == 1 else "rows ") + ", ".join(str(r) for r in rows[:_SHOW]) + more
 
 
 def _read_csv_strings(path: Path) -> pl.DataFrame:
@@ -165,7 +165,7 @@ def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataF
                 rows = timed_rows[ROW].to_list()
                 values = ", ".join(str(v) for v in timed_rows[name].head(_SHOW).to_list())
                 raise InputError(
-                    f"{path}: rows {_rows_text(rows)}: column {name!r} must be a date; got timestamps with a "
+                    f"{path}: {_rows_text(rows)}: column {name!r} must be a date; got timestamps with a "
                     f"time of day: {values}", file=str(path), rows=rows, rule=f"{name} is a date")
             out.append(pl.col(name).dt.date().alias(name))
             continue
@@ -183,7 +183,7 @@ def type_table(frame: pl.DataFrame, schema: TableSchema, path: Path) -> pl.DataF
             rows = bad[ROW].to_list()
             values = ", ".join(repr(v) for v in bad[name].head(_SHOW).to_list())
             raise InputError(
-                f"{path}: rows {_rows_text(rows)}: column {name!r} must be {kind}; got {values}",
+                f"{path}: {_rows_text(rows)}: column {name!r} must be {kind}; got {values}",
                 file=str(path), rows=rows, rule=f"{name} is {kind}",
             )
         out.append(_parse(pl.col(name), dtype).alias(name))

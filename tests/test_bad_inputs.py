@@ -67,12 +67,12 @@ def case_misspelt_column(inbox, ref):
 
 def case_wrong_type(inbox, ref):
     edit(inbox / "balances.csv", 2, "amount", "12,5")
-    return 3, ["balances.csv", "rows 2", "column 'amount' must be a Float64", "'12,5'"]
+    return 3, ["balances.csv", "row 2:", "column 'amount' must be a Float64", "'12,5'"]
 
 
 def case_unparsable_date(inbox, ref):
     edit(inbox / "positions.csv", 1, "business_date", "2026-13-01")
-    return 3, ["positions.csv", "rows 1", "must be a date as YYYY-MM-DD"]
+    return 3, ["positions.csv", "row 1:", "must be a date as YYYY-MM-DD"]
 
 
 def case_other_business_date(inbox, ref):

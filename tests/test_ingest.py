@@ -33,8 +33,8 @@ def test_header_only_file_is_an_empty_table(tmp_path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    (HEADER + "2026-11-24,E1,A1,X,BTC,1.5\n2026-11-24,E1,A1,X,ETH,1 000\n", "rows 2: column 'amount'"),
-    (HEADER + "24/11/2026,E1,A1,X,BTC,1.5\n", "rows 1: column 'business_date' must be a date as YYYY-MM-DD"),
+    (HEADER + "2026-11-24,E1,A1,X,BTC,1.5\n2026-11-24,E1,A1,X,ETH,1 000\n", "row 2: column 'amount'"),
+    (HEADER + "24/11/2026,E1,A1,X,BTC,1.5\n", "row 1: column 'business_date' must be a date as YYYY-MM-DD"),
     ("business_date,entity_id,acount_id,venue,asset,amount\n", "missing column(s) 'account_id' (found 'acount_id'"),
     ("", "empty file without a header"),
     (HEADER.replace("amount", "amount,amount") + "2026-11-24,E1,A1,X,BTC,1,2\n",
@@ -121,7 +121,7 @@ def test_parquet_timestamps_at_midnight_are_dates(tmp_path, zone):
     assert typed["business_date"].to_list() == [date(2026, 11, 24)] * 2
     frame.with_columns(pl.col("business_date") + pl.when(pl.col("asset") == "ETH").then(pl.duration(hours=13))
                        .otherwise(pl.duration(hours=0))).write_parquet(tmp_path / "t.parquet")
-    with pytest.raises(InputError, match=r"rows 2: column 'business_date' must be a date; got timestamps"):
+    with pytest.raises(InputError, match=r"row 2: column 'business_date' must be a date; got timestamps"):
         read_table_file(tmp_path / "t.parquet", BALANCES)
 
 

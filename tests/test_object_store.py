@@ -77,7 +77,7 @@ def test_a_bad_row_at_a_uri_is_named_by_the_uri_and_row(book):
     with pytest.raises(InputError) as err:
         read_drop(inbox, D)
     uri = f"{inbox}/{D.isoformat()}/balances.csv"
-    assert str(err.value).startswith(f"{uri}: rows 3: column 'amount' must be a Float64; got 'twelve'")
+    assert str(err.value).startswith(f"{uri}: row 3: column 'amount' must be a Float64; got 'twelve'")
     assert err.value.file == uri and err.value.rows == [3]
     assert "levtrack-inputs-" not in str(err.value)
 
