@@ -235,7 +235,8 @@ def read_table_file(path: Path, schema: TableSchema, limits: SizeLimits = SizeLi
     typed = type_table(raw, schema, path)
     # a blank line (or one of bare commas) holds no record: skipped, the others keep
     # their row numbers so messages still point at the right lines
-    return typed.filter(~pl.all_horizontal(pl.exclude(ROW).is_null())), raw
+    blank = typed.select(pl.all_horizontal(pl.exclude(ROW).is_null())).to_series()
+    return (typed.filter(~blank) if blank.any() else typed), raw
 
 
 def _load(folder: Path, specs: tuple[TableSchema, ...], optional: tuple[TableSchema, ...] = (),
