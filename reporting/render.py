@@ -138,12 +138,12 @@ METRIC_LABELS: dict[str, str] = {
     "maintenance_margin_usd": "Maintenance margin",
     "margin_utilization": "Margin utilization (worst account)",
     "liquidation_distance": "Liquidation distance (nearest account)",
-    "var_99_1d_hist_usd": "VaR 1d 99 % historical",
-    "var_99_1d_hist_pct": "VaR 1d 99 % historical / equity",
-    "es_975_1d_hist_usd": "ES 1d 97.5 % historical",
-    "var_99_1d_param_usd": "VaR 1d 99 % parametric",
-    "var_99_1d_ewma_usd": "VaR 1d 99 % EWMA",
-    "var_99_10d_hist_usd": "VaR 10d 99 % historical",
+    "var_99_1d_hist_usd": "VaR 1d {var} historical",
+    "var_99_1d_hist_pct": "VaR 1d {var} historical / equity",
+    "es_975_1d_hist_usd": "ES 1d {es} historical",
+    "var_99_1d_param_usd": "VaR 1d {var} parametric",
+    "var_99_1d_ewma_usd": "VaR 1d {var} EWMA",
+    "var_99_10d_hist_usd": "VaR 10d {var} historical",
     "var_observations": "VaR window (returns)",
     "worst_stress_loss_usd": "Worst stress loss",
     "worst_stress_scenario": "Worst stress scenario",
@@ -430,8 +430,24 @@ def fmt_metric(value: Any, metric: str) -> str:
     return _FORMATTERS[kind](value)
 
 
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric.replace("_", " ").capitalize())
+def confidence_text(value: Any, default: float) -> str:
+    """A confidence as the reports print it: 0.99 → '99 %', 0.975 → '97.5 %'."""
+    return f"{(default if value is None else float(value)) * 100:.10g} %"
+
+
+def confidence_levels(params: Mapping[str, Any] | None) -> dict[str, str]:
+    """The run's VaR and ES confidences as printed. The contract's column names keep
+    `99` and `975` whatever the settings; every label a reader sees says the level the
+    figure was computed at."""
+    params = params or {}
+    return {"var": confidence_text(params.get("var_confidence"), 0.99),
+            "es": confidence_text(params.get("es_confidence"), 0.975)}
+
+
+def metric_label(metric: str, params: Mapping[str, Any] | None = None) -> str:
+    if metric in METRIC_LABELS:
+        return METRIC_LABELS[metric].format(**confidence_levels(params))
+    return metric.replace("_", " ").capitalize()
 
 
 def _finalize(value: Any) -> Any:
@@ -672,7 +688,7 @@ def _attachment(name: str, frame: pl.DataFrame | None, sort_by: Sequence[str], w
 # become the series and the title.
 
 
-def backtest_chart(series: Iterable[Mapping[str, Any]]) -> dict[str, str] | None:
+def backtest_chart(series: Iterable[Mapping[str, Any]], var_level: str = "99 %") -> dict[str, str] | None:
     """Daily P&L bars of today's book against the −VaR line, exceptions marked.
 
     ``series`` rows have ``date, pnl_usd, var_usd, exception``. Returns the chart as a
@@ -684,7 +700,7 @@ def backtest_chart(series: Iterable[Mapping[str, Any]]) -> dict[str, str] | None
     if not pts:
         return None
     n_exc = sum(1 for p in pts if p[3] and p[1] is not None)
-    title = (f"VaR backtest: daily P&L against \u2212VaR 99 % 1d, "
+    title = (f"VaR backtest: daily P&L against \u2212VaR {var_level} 1d, "
              f"{plural(len(pts), 'day', 'days')}, "
              f"{plural(n_exc, 'exception', 'exceptions')}")
     svg = charts.backtest_svg([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts],
@@ -969,6 +985,7 @@ def _common(inputs: ReportInputs, env: jinja2.Environment) -> dict[str, Any]:
         "created_at": inputs.created_at,
         "code_version": inputs.code_version,
         "p": params,
+        "levels": confidence_levels(params),
         "parameter_rows": [
             {"name": k, "value": fmt_text(v)} for k, v in sorted(params.items())],
     }
@@ -1127,8 +1144,9 @@ def render_summary_html(inputs: ReportInputs, env: jinja2.Environment) -> Report
 # ------------------------------------------------------------------------- entity
 
 
-def _metric_items(row: Mapping[str, Any], metrics: Iterable[str]) -> list[dict[str, Any]]:
-    return [{"metric": m, "label": metric_label(m), "value": fmt_metric(row.get(m), m),
+def _metric_items(row: Mapping[str, Any], metrics: Iterable[str],
+                  params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    return [{"metric": m, "label": metric_label(m, params), "value": fmt_metric(row.get(m), m),
              "text": isinstance(row.get(m), str)}  # a name, not a figure: it may wrap
             for m in metrics]
 
@@ -1267,9 +1285,9 @@ def entity_context(inputs: ReportInputs, entity_id: str,
 
     known = set(ENTITY_METRIC_COLUMNS)
     extra = sorted(c for c in inputs.entity_metrics.columns if c not in known)
-    groups = [{"title": t, "items": _metric_items(m, cols)} for t, cols in ENTITY_METRIC_GROUPS]
+    groups = [{"title": t, "items": _metric_items(m, cols, inputs.parameters)} for t, cols in ENTITY_METRIC_GROUPS]
     if extra:
-        groups.append({"title": "Other measures", "items": _metric_items(m, extra)})
+        groups.append({"title": "Other measures", "items": _metric_items(m, extra, inputs.parameters)})
 
     by_metric = {r["metric"]: r for r in limits}
     oi_limit = by_metric.get("max_open_interest_share")
@@ -1287,7 +1305,7 @@ def entity_context(inputs: ReportInputs, entity_id: str,
                      for r in history):
         history = history + [m]
     charts = {
-        "backtest": (backtest_chart(own(inputs.backtest_series))
+        "backtest": (backtest_chart(own(inputs.backtest_series), confidence_levels(inputs.parameters)["var"])
                      if inputs.backtest_series is not None else None),
         "leverage": leverage_chart(
             [r for r in history if r], gross_limit["limit"] if gross_limit else None),
@@ -1302,7 +1320,7 @@ def entity_context(inputs: ReportInputs, entity_id: str,
         m={c: m.get(c) for c in ENTITY_METRIC_COLUMNS},
         has_metrics=bool(m),
         metric_groups=groups,
-        var_items=_metric_items(m, VAR_BLOCK),
+        var_items=_metric_items(m, VAR_BLOCK, inputs.parameters),
         limits=limits,
         exposures=exposures,
         exposures_rest=exposures_rest,
