@@ -72,10 +72,14 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        # the row counts records, not lines: a quoted value may span lines
+        records = sum(1 for _ in csv.reader(io.StringIO(before.decode("utf-8"))))
+        row = records if before.endswith(b"\n") or not before else records - 1
         raise InputError(
-            f"{path}: line {line} (row {line - 1}): bytes that are not UTF-8 at offset {exc.start}; "
-            "re-export the file as UTF-8", file=str(path), rows=[line - 1], rule="UTF-8 encoding",
+            f"{path}: line {line} (row {row}): bytes that are not UTF-8 at offset {exc.start}; "
+            "re-export the file as UTF-8", file=str(path), rows=[row], rule="UTF-8 encoding",
         ) from None
     if not data.strip():
         raise InputError(f"{path}: empty file without a header row; send at least the header",

@@ -66,6 +66,13 @@ def test_blank_lines_are_skipped_and_later_rows_keep_their_numbers(tmp_path):
     assert raw.height == 6  # the raw copy is the file as received
 
 
+def test_non_utf8_after_a_quoted_newline_names_line_and_row(tmp_path):
+    text = HEADER.encode() + b'2026-11-24,E1,A1,X,"B\nTC",1\n2026-11-24,E\xe91,A1,X,BTC,1\n'
+    with pytest.raises(InputError, match=r"line 4 \(row 2\).*not UTF-8") as err:
+        read_table_file(write(tmp_path, "balances.csv", text), BALANCES)
+    assert err.value.rows == [2]
+
+
 def test_non_utf8_names_the_line(tmp_path):
     path = write(tmp_path, "balances.csv", HEADER.encode() + b"2026-11-24,E\xe91,A1,X,BTC,1\n")
     with pytest.raises(InputError, match=r"line 2 \(row 1\).*not UTF-8"):
