@@ -546,7 +546,7 @@ def stress(lines: pd.DataFrame, tables: dict[str, pd.DataFrame], rets: pd.DataFr
     price, vshift, vscale = (x.reindex(columns=pd.MultiIndex.from_tuples(cols)) for x in (price, vshift, vscale))
 
     # Correlation one: each asset moves by its largest absolute return in the VaR look-back,
-    # in the direction that hurts the entity's lines on it more.
+    # in the direction that hurts the entity's lines on it more; a fall stops at −100 %.
     window = rets.iloc[-s.lookback:]
     largest = window.abs().max(skipna=True)
     cash = set(s.cash_assets)
@@ -562,7 +562,7 @@ def stress(lines: pd.DataFrame, tables: dict[str, pd.DataFrame], rets: pd.DataFr
         for asset, ga in g.groupby("underlying"):
             r = worst_move[asset]
             n = len(ga)
-            both = line_pnl(ga, np.tile([[r, -r]], (n, 1)), np.zeros((n, 2)), np.ones((n, 2))).sum(axis=0)
+            both = line_pnl(ga, np.tile([[r, -min(r, 1.0)]], (n, 1)), np.zeros((n, 2)), np.ones((n, 2))).sum(axis=0)
             worst += both.min()
         out.append((entity, CORRELATION_ONE, "builtin", worst))
     res = pd.DataFrame(out, columns=["entity_id", "scenario_id", "source", "pnl_usd"])

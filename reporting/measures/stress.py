@@ -22,7 +22,8 @@ Correlation one (`BUILTIN_CORRELATION_ONE`) is not one market state but a bound 
 entity: each non-cash asset moves by its largest absolute daily return in the VaR
 look-back window, in whichever direction hurts that entity's lines on the asset
 more (options revalued in both directions); the entity's PnL is the sum over
-assets of those worst PnLs.
+assets of those worst PnLs. A fall stops at −100 %: a listing day's +900 % is a
++900 % move against a short, but a long can lose only all of it.
 
 The liquidation cascade that follows each scenario lives in `cascade.py`.
 """
@@ -156,7 +157,7 @@ def build_scenarios(reference: pl.DataFrame, lines: pl.DataFrame, settings: Sett
         largest = dict(zip(window.assets, top))
         worst = np.array([0.0 if a in cash else largest.get(a, np.nan) for a in assets], dtype=float)
         description = (f"Built-in: correlation one, every non-cash asset moves against the entity by its largest "
-                       f"absolute daily return in the {n}-return VaR look-back")
+                       f"absolute daily return in the {n}-return VaR look-back (a fall at most −100 %)")
     return Scenarios(ids, assets, price, vol, scale, worst, description)
 
 
@@ -202,27 +203,29 @@ def market_line_shocks(lines: pl.DataFrame, scenarios: Scenarios) -> tuple[np.nd
 def correlation_one_matrix(lines: pl.DataFrame, entity_ids: list[str], scenarios: Scenarios) -> np.ndarray:
     """(E, A): the signed move of each asset in each entity's correlation-one world.
 
-    For each (entity, asset) the lines are revalued at `+r` and `−r` (r the asset's
-    largest absolute daily return; options fully revalued both ways) and the
-    direction with the lower summed PnL is taken (down on a tie). Cash: 0.
+    For each (entity, asset) the lines are revalued at `+r` and at `−min(r, 1)` (r the
+    asset's largest absolute daily return; a price falls at most to 0; options fully
+    revalued both ways) and the direction with the lower summed PnL is taken (down on
+    a tie). Cash: 0.
     """
     assert scenarios.worst_move is not None
+    rise = scenarios.worst_move
+    fall = np.minimum(rise, 1.0)
     e, a = entity_index(lines, entity_ids), asset_index(lines, scenarios.assets)
-    r = scenarios.worst_move[a]
     shape = (len(entity_ids), len(scenarios.assets))
-    # linear lines lose at one end what they gain at the other: summed once; options revalued both ways
+    # a linear line's PnL is proportional to the move: valued once at +1, scaled each way
     is_opt = (lines["line_kind"] == "option").to_numpy()
     lin = ~is_opt
     weights = ("line_kind", "value_usd", "delta_exposure_usd")
-    linear = line_pnl(lines.select(weights).filter(pl.Series(lin)), r[lin])
-    up = group_sum((e[lin], a[lin]), linear, shape)
-    down = -up
+    per_unit = group_sum((e[lin], a[lin]), line_pnl(lines.select(weights).filter(pl.Series(lin)),
+                                                    np.ones(int(lin.sum()))), shape)
+    up, down = per_unit * rise[None, :], -per_unit * fall[None, :]
     if is_opt.any():
         options = lines.select(*weights, *OPTION_TERMS).filter(pl.Series(is_opt))
-        e_opt, a_opt, r_opt = e[is_opt], a[is_opt], r[is_opt]
-        up += group_sum((e_opt, a_opt), line_pnl(options, r_opt), shape)
-        down += group_sum((e_opt, a_opt), line_pnl(options, -r_opt), shape)
-    return np.where(up < down, 1.0, -1.0) * scenarios.worst_move[None, :]
+        e_opt, a_opt = e[is_opt], a[is_opt]
+        up += group_sum((e_opt, a_opt), line_pnl(options, rise[a_opt]), shape)
+        down += group_sum((e_opt, a_opt), line_pnl(options, -fall[a_opt]), shape)
+    return np.where(up < down, rise[None, :], -fall[None, :])
 
 
 def stress_results(entity_ids: list[str], lines: pl.DataFrame, scenarios: Scenarios, business_date: date,

@@ -128,6 +128,23 @@ def test_correlation_one_loses_on_both_legs_of_a_hedge():
     assert got[("H", "BUILTIN_CRASH_30")] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_correlation_one_never_takes_a_price_below_zero():
+    """BTC's largest move in the window is a +900 % day (a ×10 close). A short of
+    100,000 USD loses 900,000 on it; a long of 100,000 loses everything, 100,000, not
+    the 900,000 a −900 % move would say."""
+    perp = {"instrument_id": "BTC-PERP", "instrument_type": "perpetual", "underlying": "BTC",
+            "settlement": "linear", "contract_size": 1.0, "mark_price": 100_000.0}
+    book = make_book(
+        balances=[("LONG", "l", "BTC", 1.0), ("SHORT", "s", "USD", 2_000_000.0)],
+        positions=[("SHORT", "s", "BTC-PERP", -1.0, 100_000.0), ("LONGP", "p", "BTC-PERP", 1.0, 100_000.0)],
+        instruments=[perp], prices={"BTC": 100_000.0, "USD": 1.0},
+    )
+    got = pnl_map(results(book, window=window({"BTC": [0.02, 9.0, -0.3]})))
+    assert got[("LONG", "BUILTIN_CORRELATION_ONE")] == pytest.approx(-100_000.0)
+    assert got[("LONGP", "BUILTIN_CORRELATION_ONE")] == pytest.approx(-100_000.0)
+    assert got[("SHORT", "BUILTIN_CORRELATION_ONE")] == pytest.approx(-900_000.0)
+
+
 LINEAR_INSTRUMENTS = [
     {"instrument_id": "BTC-PERP", "instrument_type": "perpetual", "underlying": "BTC", "settlement": "linear",
      "contract_size": 0.01, "mark_price": 90_000.0},
@@ -216,7 +233,7 @@ def slow_correlation_one(balances, positions, instruments, prices, rets) -> dict
         total = 0.0
         for asset, lines in by_asset.items():
             r = max(abs(x) for x in rets[asset])
-            total += min(sum(line_pnl(ln, r) for ln in lines), sum(line_pnl(ln, -r) for ln in lines))
+            total += min(sum(line_pnl(ln, r) for ln in lines), sum(line_pnl(ln, -min(r, 1.0)) for ln in lines))
         out[e] = total
     return out
 
@@ -240,6 +257,8 @@ def test_correlation_one_against_a_slow_loop_with_options(seed):
     positions = [(e, a, i, q, p * entries.get(i, 1.0)) for e, a, i, q, p in positions]
     balances = [(rng.choice(["E1", "E2", "E3"]), "a", rng.choice(ASSETS), rng.uniform(-5, 5)) for _ in range(3)]
     rets = {a: [rng.gauss(0, 0.05) for _ in range(20)] for a in ("BTC", "ETH", "SOL")}
+    if seed % 3 == 0:
+        rets["ETH"][rng.randrange(20)] = rng.choice([1.5, 4.0])  # a listing day: a fall stops at −100 %
     got = pnl_map(results(make_book(balances, positions, instruments, PRICES), window=window(rets)))
     for e, expected in slow_correlation_one(balances, positions, instruments, PRICES, rets).items():
         assert got[(e, "BUILTIN_CORRELATION_ONE")] == pytest.approx(expected, rel=1e-9, abs=1e-6)
