@@ -127,6 +127,8 @@ class Settings:
                               f"C 48 table), got {self.leverage_history_days}")
         if self.backtest_days < 1:
             raise ConfigError(f"backtest_days must be positive, got {self.backtest_days}")
+        if self.horizon_days < 1:
+            raise ConfigError(f"horizon_days must be at least 1 (the multi-day VaR's horizon), got {self.horizon_days}")
         return self
 
     def parameters(self) -> dict[str, Any]:
@@ -144,22 +146,10 @@ class Settings:
         return out
 
 
-ENV_VARS: dict[str, str] = {
-    "LEVTRACK_INBOX": "inbox",
-    "LEVTRACK_REFERENCE": "reference",
-    "LEVTRACK_LAKE": "lake",
-    "LEVTRACK_ARCHIVE": "archive",
-    "LEVTRACK_LOOKBACK": "lookback",
-    "LEVTRACK_CASH_ASSETS": "cash_assets",
-    "LEVTRACK_SCHEDULE_TIMEZONE": "schedule_timezone",
-    "LEVTRACK_READY_WAIT_SECONDS": "ready_wait_seconds",
-    "LEVTRACK_RETENTION_YEARS": "retention_years",
-    "LEVTRACK_REPORT_ENTITIES": "report_entities",
-    "LEVTRACK_RENDER_WORKERS": "render_workers",
-    "LEVTRACK_DASK_ADDRESS": "dask_address",
-    "LEVTRACK_DASK_SHARD_ENTITIES": "dask_shard_entities",
-    "LEVTRACK_MEASURE_SHARD_ENTITIES": "measure_shard_entities",
-}
+ENV_VARS: dict[str, str] = {f"LEVTRACK_{f.name.upper()}": f.name for f in fields(Settings)}
+"""Every setting has its variable, `LEVTRACK_` and its name in capitals
+(`LEVTRACK_VAR_CONFIDENCE=0.975`): a scheduled job configured by its environment must
+not run at a default it believes it changed."""
 
 
 def is_uri(where: Path | str) -> bool:
@@ -183,6 +173,8 @@ def _coerce(name: str, raw: Any) -> Any:
         if kind == "Path | str":
             return location(raw)
         if kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError("not a whole number")  # int() would cut 2.5 to 2 silently
             return int(raw)
         if kind == "float":
             return float(raw)

@@ -143,7 +143,7 @@ METRIC_LABELS: dict[str, str] = {
     "es_975_1d_hist_usd": "ES 1d {es} historical",
     "var_99_1d_param_usd": "VaR 1d {var} parametric",
     "var_99_1d_ewma_usd": "VaR 1d {var} EWMA",
-    "var_99_10d_hist_usd": "VaR 10d {var} historical",
+    "var_99_10d_hist_usd": "VaR {horizon}d {var} historical",
     "var_observations": "VaR window (returns)",
     "worst_stress_loss_usd": "Worst stress loss",
     "worst_stress_scenario": "Worst stress scenario",
@@ -436,12 +436,13 @@ def confidence_text(value: Any, default: float) -> str:
 
 
 def confidence_levels(params: Mapping[str, Any] | None) -> dict[str, str]:
-    """The run's VaR and ES confidences as printed. The contract's column names keep
-    `99` and `975` whatever the settings; every label a reader sees says the level the
-    figure was computed at."""
+    """The run's VaR and ES confidences and multi-day horizon as printed. The contract's
+    column names keep `99`, `975` and `10d` whatever the settings; every label a reader
+    sees says the level and horizon the figure was computed at."""
     params = params or {}
     return {"var": confidence_text(params.get("var_confidence"), 0.99),
-            "es": confidence_text(params.get("es_confidence"), 0.975)}
+            "es": confidence_text(params.get("es_confidence"), 0.975),
+            "horizon": str(params.get("horizon_days", 10))}
 
 
 def metric_label(metric: str, params: Mapping[str, Any] | None = None) -> str:

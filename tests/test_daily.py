@@ -178,3 +178,24 @@ def test_report_history_window_must_hold_a_quarter():
     with pytest.raises(ConfigError, match="leverage_history_days must be at least 92"):
         Settings(leverage_history_days=91).check()
     assert Settings(leverage_history_days=92).check().parameters()["leverage_history_days"] == 92
+
+
+def test_whole_number_settings_are_not_cut_and_the_horizon_is_checked(tmp_path):
+    import pytest
+
+    from reporting.config import ConfigError, Settings, load_settings
+    config = tmp_path / "levtrack.toml"
+    config.write_text("lookback = 2.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"setting lookback: cannot read 2.5 as int"):
+        load_settings(config_file=config, environ={})
+    config.write_text("lookback = 300.0\n", encoding="utf-8")  # a whole number written as a float
+    assert load_settings(config_file=config, environ={}).lookback == 300
+    with pytest.raises(ConfigError, match="horizon_days must be at least 1"):
+        Settings(horizon_days=0).check()
+
+
+def test_every_setting_has_its_environment_variable():
+    from reporting.config import load_settings
+    got = load_settings(environ={"LEVTRACK_VAR_CONFIDENCE": "0.975", "LEVTRACK_EWMA_LAMBDA": "0.97",
+                                 "LEVTRACK_HORIZON_DAYS": "5", "LEVTRACK_BACKTEST_DAYS": "100"})
+    assert (got.var_confidence, got.ewma_lambda, got.horizon_days, got.backtest_days) == (0.975, 0.97, 5, 100)

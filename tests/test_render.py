@@ -741,10 +741,10 @@ def test_an_entity_without_figures_today_is_no_data_not_no_limits(env):
     assert "NO DATA" in status and "no figures for this entity on this date" in status
 
 
-def test_labels_print_the_confidence_the_figures_were_computed_at(inputs, env):
+def test_labels_print_the_confidence_and_horizon_the_figures_were_computed_at(inputs, env):
     """The contract's column names keep 99 and 975; a run set to other levels must not
     print '99 %' beside a 97.5 % VaR."""
-    params = {**inputs.parameters, "var_confidence": 0.975, "es_confidence": 0.99}
+    params = {**inputs.parameters, "var_confidence": 0.975, "es_confidence": 0.99, "horizon_days": 5}
     other = ReportInputs(**{**inputs.__dict__, "parameters": params})
     entity = visible_text(render_entity_html(other, "E1", env))
     summary = visible_text(render_summary_html(other, env))
@@ -752,5 +752,7 @@ def test_labels_print_the_confidence_the_figures_were_computed_at(inputs, env):
     assert "Backtest of the 1-day 97.5 % historical VaR" in entity
     assert "VaR 1d 99 % historical" not in entity and "ES 1d 97.5 %" not in entity
     assert "Value-at-Risk, 97.5 % (ES 99 %)" in summary
+    assert "VaR 5d 97.5 % historical" in entity and "VaR 10d" not in entity
+    assert "VaR 5d" in summary and "VaR 10d" not in summary
     default = visible_text(render_entity_html(inputs, "E1", env))
     assert "VaR 1d 99 % historical" in default and "ES 1d 97.5 % historical" in default

@@ -6,9 +6,11 @@ lives in its own module and is tested there.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Iterator
 
 import numpy as np
@@ -339,16 +341,24 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
     stale_rows = held.join(stale, left_on="underlying", right_on="asset", maintain_order="left").select(
         "entity_id", flag=pl.lit("stale_price"),
         message=pl.format("{} closed at {} USD on {} and {}: possibly a stale price; figures on it may be wrong",
-                          "underlying", "today", pl.lit(str(yesterday)), pl.lit(str(business_date))),
+                          "underlying", _plain_price("today"), pl.lit(str(yesterday)), pl.lit(str(business_date))),
     )
     gap = (pl.col("mark_price") / pl.col("underlying_price") - 1).abs()
     off = lines.select("entity_id", "instrument_id", "line_kind", "mark_price", "underlying_price").filter(
         (pl.col("line_kind") == "perpetual") & (gap > settings.off_market_tolerance)).select(
         "entity_id", flag=pl.lit("off_market_mark"),
         message=pl.format("{} marked at {} against {} spot ({}% away): check the mark", "instrument_id",
-                          "mark_price", "underlying_price", (gap * 100).round(1)),
+                          _plain_price("mark_price"), _plain_price("underlying_price"), (gap * 100).round(1)),
     ).unique(maintain_order=True)
     return pl.concat([stale_rows.cast(FLAG_SCHEMA), off.cast(FLAG_SCHEMA)])
+
+
+def _plain_price(column: str) -> pl.Expr:
+    """A price as a plain decimal with the digits it was given (0.0000000012, never
+    polars' 1.2e-9, which a reader of a PDF should not have to decode). Flags are
+    few: formatting them one by one costs nothing."""
+    return pl.col(column).map_elements(lambda v: format(Decimal(repr(v)), "f") if math.isfinite(v) else str(v),
+                                       return_dtype=pl.String)
 
 
 def _whole_usd(column: str) -> pl.Expr:

@@ -68,8 +68,18 @@ def test_stale_and_off_market_marks_are_flagged(tiny_book):
     got = {(r["entity_id"], r["flag"]) for r in flags.iter_rows(named=True)}
     assert ("A", "stale_price") in got and ("B", "stale_price") not in got
     assert ("B", "off_market_mark") in got and ("A", "off_market_mark") not in got
+    text = {r["flag"]: r["message"] for r in flags.iter_rows(named=True)}
+    assert text["stale_price"].startswith("BTC closed at 91000.0 USD on ")
+    assert text["off_market_mark"].startswith("ETH-INV marked at 3720.0 against 3100.0 spot (20.0% away)")
     clean = compute_measures(tiny_book, hist, BUSINESS_DATE, settings).flags
     assert clean.filter(pl.col("flag").is_in(["stale_price", "off_market_mark"])).is_empty()
+
+
+def test_a_tiny_price_in_a_flag_is_a_plain_decimal():
+    """polars writes 1.2e-9 as '1.2e-9'; a compliance reader gets 0.0000000012."""
+    from reporting.measures.book import _plain_price
+    got = pl.DataFrame({"p": [1.2e-9, 0.00001234, 91_000.0]}).select(_plain_price("p")).to_series().to_list()
+    assert got == ["0.0000000012", "0.00001234", "91000.0"]
 
 
 def test_measures_run_with_blas_on_one_thread_and_restore_it(tiny_book, monkeypatch):
