@@ -49,6 +49,9 @@ class Settings:
 
     off_market_tolerance: float = 0.10
     """A perpetual's mark further than this from spot (as a fraction) is flagged off-market."""
+    price_jump_tolerance: float = 0.5
+    """A held asset whose close moved more than this (as a fraction, either way) since
+    yesterday's is flagged: a bad print or a unit change moves every figure on it."""
 
     cascade_impact: float = 0.10
     """Extra price move per unit of liquidated notional over open interest."""

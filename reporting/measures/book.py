@@ -324,6 +324,10 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
       closed yesterday — a feed that stopped updating, not a market that did not move.
     * `off_market_mark`: a perpetual whose mark is more than `off_market_tolerance` away
       from its underlying's price (perpetuals trade within a small basis of spot).
+    * `price_jump`: a non-cash asset the entity holds closed today more than
+      `price_jump_tolerance` away from yesterday's close, either way: real on a listing
+      or a collapse, but as often a bad print or a unit change, and every figure on
+      the asset (VaR, stress, exposure) moves with it.
     """
     yesterday = business_date - timedelta(days=1)
     closes = history.filter(pl.col("date").is_in([yesterday, business_date]) & ~pl.col("asset").is_in(
@@ -334,14 +338,24 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
     )
     if not {"before", "today"} <= set(stale.columns):
         stale = pl.DataFrame(schema={"asset": pl.String, "before": pl.Float64, "today": pl.Float64})
-    stale = stale.filter(pl.col("before") == pl.col("today"))
-    held = (lines.select("entity_id", "underlying", "is_cash")
-            .filter(pl.col("underlying").is_in(stale["asset"].implode()) & ~pl.col("is_cash"))
-            .select("entity_id", "underlying").unique(maintain_order=True))
+    move = pl.col("today") / pl.col("before") - 1.0
+    both = stale.filter((pl.col("before") > 0) & (pl.col("today") > 0))
+    jumped = both.filter(move.abs() > settings.price_jump_tolerance)
+    stale = both.filter(pl.col("before") == pl.col("today"))
+    held = (lines.filter(~pl.col("is_cash")).select("entity_id", "underlying")
+            .filter(pl.col("underlying").is_in(pl.concat([stale["asset"], jumped["asset"]]).implode()))
+            .unique(maintain_order=True))
     stale_rows = held.join(stale, left_on="underlying", right_on="asset", maintain_order="left").select(
         "entity_id", flag=pl.lit("stale_price"),
         message=pl.format("{} closed at {} USD on {} and {}: possibly a stale price; figures on it may be wrong",
                           "underlying", _plain_price("today"), pl.lit(str(yesterday)), pl.lit(str(business_date))),
+    )
+    jump_rows = held.join(jumped, left_on="underlying", right_on="asset", maintain_order="left").select(
+        "entity_id", flag=pl.lit("price_jump"),
+        message=pl.format("{} closed at {} USD on {} against {} on {} ({}%): check the price; every figure on it "
+                          "moves with it", "underlying", _plain_price("today"), pl.lit(str(business_date)),
+                          _plain_price("before"), pl.lit(str(yesterday)),
+                          pl.when(move > 0).then(pl.lit("+")).otherwise(pl.lit("")) + (move * 100).round(1).cast(pl.String)),
     )
     gap = (pl.col("mark_price") / pl.col("underlying_price") - 1).abs()
     off = lines.select("entity_id", "instrument_id", "line_kind", "mark_price", "underlying_price").filter(
@@ -350,7 +364,7 @@ def stale_marks(lines: pl.DataFrame, history: pl.DataFrame, business_date: date,
         message=pl.format("{} marked at {} against {} spot ({}% away): check the mark", "instrument_id",
                           _plain_price("mark_price"), _plain_price("underlying_price"), (gap * 100).round(1)),
     ).unique(maintain_order=True)
-    return pl.concat([stale_rows.cast(FLAG_SCHEMA), off.cast(FLAG_SCHEMA)])
+    return pl.concat([stale_rows.cast(FLAG_SCHEMA), jump_rows.cast(FLAG_SCHEMA), off.cast(FLAG_SCHEMA)])
 
 
 def _plain_price(column: str) -> pl.Expr:

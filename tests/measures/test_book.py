@@ -75,6 +75,28 @@ def test_stale_and_off_market_marks_are_flagged(tiny_book):
     assert clean.filter(pl.col("flag").is_in(["stale_price", "off_market_mark"])).is_empty()
 
 
+def test_a_close_that_jumps_from_yesterday_is_flagged(tiny_book):
+    """ETH (held by B only) closed at 3,100 today; yesterday's close set to 1,000 makes a
+    +210 % day, over the 50 % tolerance; 2,000 (+55 %) too; 2,100 (+47.6 %) is not."""
+    settings = Settings(lookback=10, backtest_days=5)
+    hist = history()
+    yesterday = BUSINESS_DATE - timedelta(days=1)
+
+    def with_eth_yesterday(close):
+        return hist.with_columns(close_usd=pl.when((pl.col("asset") == "ETH") & (pl.col("date") == yesterday))
+                                 .then(close).otherwise(pl.col("close_usd")))
+
+    def jumps(close):
+        flags = compute_measures(tiny_book, with_eth_yesterday(close), BUSINESS_DATE, settings).flags
+        return [(r["entity_id"], r["message"]) for r in flags.filter(pl.col("flag") == "price_jump").iter_rows(named=True)]
+
+    assert jumps(1_000.0) == [("B", f"ETH closed at 3100.0 USD on {BUSINESS_DATE} against 1000.0 on {yesterday} "
+                                    "(+210.0%): check the price; every figure on it moves with it")]
+    assert [e for e, _ in jumps(2_000.0)] == ["B"] and "(+55.0%)" in jumps(2_000.0)[0][1]
+    assert jumps(2_100.0) == []
+    assert "(-69.0%)" in jumps(10_000.0)[0][1]  # 3,100 / 10,000 − 1: a fall is flagged too
+
+
 def test_a_tiny_price_in_a_flag_is_a_plain_decimal():
     """polars writes 1.2e-9 as '1.2e-9'; a compliance reader gets 0.0000000012."""
     from reporting.measures.book import _plain_price
