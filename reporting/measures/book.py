@@ -202,7 +202,8 @@ def entity_measures(book: Book, settings: Settings, timings: dict[str, float] | 
         )
         .sort("entity_id")
     )
-    flags = _flags(metrics, accounts, settings, stale_marks(lines, book.history, business_date, settings))
+    flags = _flags(metrics, accounts, settings, stale_marks(lines, book.history, business_date, settings),
+                   var["backtest"])
     return EntityMeasures(
         exposures=exposures.with_columns(business_date=pl.lit(business_date)),
         concentration=concentration,
@@ -381,8 +382,10 @@ def _whole_usd(column: str) -> pl.Expr:
             .fill_null(pl.col(column).cast(pl.String)))
 
 
-def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings, marks: pl.DataFrame) -> pl.DataFrame:
+def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings, marks: pl.DataFrame,
+           backtest: pl.DataFrame) -> pl.DataFrame:
     """Numbers that cannot be trusted as ordinary figures, one row per entity and reason."""
+    days = pl.col("observations")
     parts = [
         marks,
         metrics.filter("tier1_not_positive").select(
@@ -405,6 +408,12 @@ def _flags(metrics: pl.DataFrame, accounts: pl.DataFrame, settings: Settings, ma
             "entity_id", flag=pl.lit("short_var_window"),
             message=pl.format("VaR from {} returns, fewer than the {}-day look-back",
                               "var_observations", pl.lit(settings.lookback)),
+        ),
+        # an entity with nothing to backtest (cash only) has 0 days and no zone: not a flag
+        backtest.filter((days > 0) & (days < settings.backtest_days)).select(
+            "entity_id", flag=pl.lit("short_backtest"),
+            message=pl.format("Backtest over {} days, fewer than the {} set (short history): its traffic-light "
+                              "zone is judged on those days", days, pl.lit(settings.backtest_days)),
         ),
     ]
     return pl.concat([p.cast(FLAG_SCHEMA) for p in parts]).sort("entity_id", "flag")

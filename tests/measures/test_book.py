@@ -97,6 +97,18 @@ def test_a_close_that_jumps_from_yesterday_is_flagged(tiny_book):
     assert "(-69.0%)" in jumps(10_000.0)[0][1]  # 3,100 / 10,000 − 1: a fall is flagged too
 
 
+def test_a_backtest_shorter_than_set_is_flagged(tiny_book):
+    """10 returns of history: a 7-return look-back leaves 3 days to backtest (of 5 set);
+    a 5-return look-back leaves all 5; a 10-return one none (no zone, nothing to flag)."""
+    def short(lookback):
+        flags = compute_measures(tiny_book, history(), BUSINESS_DATE, Settings(lookback=lookback, backtest_days=5)).flags
+        return {(r["entity_id"], r["message"]) for r in flags.filter(pl.col("flag") == "short_backtest").iter_rows(named=True)}
+
+    msg = "Backtest over 3 days, fewer than the 5 set (short history): its traffic-light zone is judged on those days"
+    assert short(7) == {("A", msg), ("B", msg)}
+    assert short(5) == set() and short(10) == set()
+
+
 def test_a_tiny_price_in_a_flag_is_a_plain_decimal():
     """polars writes 1.2e-9 as '1.2e-9'; a compliance reader gets 0.0000000012."""
     from reporting.measures.book import _plain_price
