@@ -75,8 +75,11 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
         before = data[: exc.start]
         line = before.count(b"\n") + 1
         # the row counts records, not lines: a quoted value may span lines
-        records = sum(1 for _ in csv.reader(io.StringIO(before.decode("utf-8"))))
-        row = records if before.endswith(b"\n") or not before else records - 1
+        try:
+            records = sum(1 for _ in csv.reader(io.StringIO(before.decode("utf-8"))))
+            row = records if before.endswith(b"\n") or not before else records - 1
+        except csv.Error:  # a field past the csv module's size limit: count lines instead
+            row = line - 1
         raise InputError(
             f"{path}: line {line} (row {row}): bytes that are not UTF-8 at offset {exc.start}; "
             "re-export the file as UTF-8", file=str(path), rows=[row], rule="UTF-8 encoding",
@@ -114,11 +117,14 @@ def _ragged_record(text: str, width: int) -> tuple[int, str] | None:
     """The first record with another number of fields than the header: its row and where
     it is (polars does not say which line); read only on a file that may have one."""
     reader = csv.reader(io.StringIO(text))
-    next(reader, None)
-    for row, record in enumerate(reader, start=1):
-        if record and len(record) != width:
-            return row, (f"line {reader.line_num} (row {row}): {len(record)} "
-                         f"field{'' if len(record) == 1 else 's'} where the header has {width}")
+    try:
+        next(reader, None)
+        for row, record in enumerate(reader, start=1):
+            if record and len(record) != width:
+                return row, (f"line {reader.line_num} (row {row}): {len(record)} "
+                             f"field{'' if len(record) == 1 else 's'} where the header has {width}")
+    except csv.Error:  # a field past the csv module's size limit (polars has none): cannot tell
+        return None
     return None
 
 

@@ -58,6 +58,17 @@ def test_a_row_with_an_empty_last_field_is_not_short(tmp_path):
     assert typed["amount"].to_list() == [None]  # missing, for validation to refuse; not a ragged row
 
 
+def test_a_field_past_the_csv_modules_size_limit_still_reads(tmp_path):
+    """The short-row scan uses Python's csv module, which refuses fields over 128 KiB;
+    polars reads them, so the scan must not turn such a file into a crash."""
+    text = HEADER + f"2026-11-24,E1,A1,X,{'B' * 200_000},\n"  # empty last field: the scan runs
+    typed, _ = read_table_file(write(tmp_path, "balances.csv", text), BALANCES)
+    assert typed["asset"].str.len_chars().to_list() == [200_000]
+    # a bad byte on the next line: rows counted from lines when the csv module gives up
+    with pytest.raises(InputError, match=r"line 3 \(row 2\).*not UTF-8"):
+        read_table_file(write(tmp_path, "balances.csv", text.replace(",\n", ",1\n").encode() + b"\xff\n"), BALANCES)
+
+
 def test_blank_lines_are_skipped_and_later_rows_keep_their_numbers(tmp_path):
     text = HEADER + "2026-11-24,E1,A1,X,BTC,1\n\n2026-11-24,E1,A1,X,ETH,2\n,,,,,\n\n\n"
     typed, raw = read_table_file(write(tmp_path, "balances.csv", text), BALANCES)
