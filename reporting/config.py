@@ -168,7 +168,7 @@ def location(raw: Path | str) -> Path | str:
     return text.rstrip("/") if is_uri(text) else Path(text)
 
 
-def _coerce(name: str, raw: Any) -> Any:
+def _coerce(name: str, raw: Any, source: str = "") -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     try:
         if kind == "Path":
@@ -185,7 +185,8 @@ def _coerce(name: str, raw: Any) -> Any:
             items = raw.split(",") if isinstance(raw, str) else raw
             return tuple(str(i).strip() for i in items if str(i).strip())
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name}: cannot read {raw!r} as {kind}") from exc
+        where = f" ({source})" if source else ""
+        raise ConfigError(f"setting {name}{where}: cannot read {raw!r} as {kind}") from exc
     return raw
 
 
@@ -210,10 +211,10 @@ def load_settings(
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"config file {path}: unknown settings {unknown}")
-        values.update({k: _coerce(k, v) for k, v in data.items()})
+        values.update({k: _coerce(k, v, f"config file {path}") for k, v in data.items()})
     for var, name in ENV_VARS.items():
         if environ.get(var):
-            values[name] = _coerce(name, environ[var])
+            values[name] = _coerce(name, environ[var], f"environment variable {var}")
     for k, v in (overrides or {}).items():
         if v is not None:
             values[k] = _coerce(k, v)

@@ -74,10 +74,10 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
     except UnicodeDecodeError as exc:
         before = data[: exc.start]
         line = before.count(b"\n") + 1
-        # the row counts records, not lines: a quoted value may span lines
+        # the row counts records, not lines: a quoted value may span lines. A character in
+        # place of the bad byte joins the record it is in, or starts the next one.
         try:
-            records = sum(1 for _ in csv.reader(io.StringIO(before.decode("utf-8"))))
-            row = records if before.endswith(b"\n") or not before else records - 1
+            row = sum(1 for _ in csv.reader(io.StringIO(before.decode("utf-8") + "x"))) - 1
         except csv.Error:  # a field past the csv module's size limit: count lines instead
             row = line - 1
         raise InputError(

@@ -186,8 +186,10 @@ def test_whole_number_settings_are_not_cut_and_the_horizon_is_checked(tmp_path):
     from reporting.config import ConfigError, Settings, load_settings
     config = tmp_path / "levtrack.toml"
     config.write_text("lookback = 2.5\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"setting lookback: cannot read 2.5 as int"):
+    with pytest.raises(ConfigError, match=r"setting lookback \(config file .*levtrack.toml\): cannot read 2.5 as int"):
         load_settings(config_file=config, environ={})
+    with pytest.raises(ConfigError, match=r"setting lookback \(environment variable LEVTRACK_LOOKBACK\): cannot read"):
+        load_settings(environ={"LEVTRACK_LOOKBACK": "2.5"})
     config.write_text("lookback = 300.0\n", encoding="utf-8")  # a whole number written as a float
     assert load_settings(config_file=config, environ={}).lookback == 300
     with pytest.raises(ConfigError, match="horizon_days must be at least 1"):

@@ -84,6 +84,15 @@ def test_non_utf8_after_a_quoted_newline_names_line_and_row(tmp_path):
     assert err.value.rows == [2]
 
 
+def test_non_utf8_at_the_start_of_a_quoted_values_second_line_is_in_that_row(tmp_path):
+    text = HEADER.encode() + b'2026-11-24,E1,A1,X,BTC,1\n2026-11-24,E1,A1,X,"B\n\xe9TC",1\n'
+    with pytest.raises(InputError, match=r"line 4 \(row 2\).*not UTF-8") as err:
+        read_table_file(write(tmp_path, "balances.csv", text), BALANCES)
+    assert err.value.rows == [2]
+    with pytest.raises(InputError, match=r"line 1 \(row 0\).*not UTF-8"):
+        read_table_file(write(tmp_path, "balances.csv", b"\xe9" + HEADER.encode()), BALANCES)
+
+
 def test_non_utf8_names_the_line(tmp_path):
     path = write(tmp_path, "balances.csv", HEADER.encode() + b"2026-11-24,E\xe91,A1,X,BTC,1\n")
     with pytest.raises(InputError, match=r"line 2 \(row 1\).*not UTF-8"):
