@@ -93,23 +93,23 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
     if twice:
         raise InputError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; "
                          "send each column once", file=str(path), rows=[0], rule="column names unique")
+    frame, refused = None, ""
     try:
         frame = pl.read_csv(data, infer_schema=False, raise_if_empty=True, truncate_ragged_lines=False)
     except pl.exceptions.PolarsError as exc:
-        ragged = _ragged_record(text, len(header))
-        if ragged is None:
-            raise InputError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0]}",
-                             file=str(path), rule="well-formed CSV") from None
-        raise InputError(f"{path}: {ragged[1]}", file=str(path), rows=[ragged[0]],
-                         rule="well-formed CSV") from None
-    # polars pads a row with too few fields with nulls, silently: a cut-off or shifted
-    # row. Such a row always leaves the last column null, so only a file with a null
-    # there (rare: the big tables' columns are all required) is scanned for one.
-    if frame.width and frame[frame.columns[-1]].null_count():
+        refused = str(exc).splitlines()[0]
+    # polars refuses a row with too many fields without saying where, and pads one with
+    # too few with nulls, silently: a cut-off or shifted row. A short row always leaves
+    # the last column null, so only a file with a null there (rare: the big tables'
+    # columns are all required) is scanned for one.
+    if frame is None or (frame.width and frame[frame.columns[-1]].null_count()):
         ragged = _ragged_record(text, len(header))
         if ragged is not None:
             raise InputError(f"{path}: {ragged[1]}", file=str(path), rows=[ragged[0]],
                              rule="well-formed CSV")
+    if frame is None:
+        raise InputError(f"{path}: not a readable CSV file: {refused}", file=str(path),
+                         rule="well-formed CSV")
     return frame
 
 

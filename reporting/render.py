@@ -445,9 +445,10 @@ def confidence_levels(params: Mapping[str, Any] | None) -> dict[str, str]:
             "horizon": str(params.get("horizon_days", 10))}
 
 
-def metric_label(metric: str, params: Mapping[str, Any] | None = None) -> str:
+def metric_label(metric: str, levels: Mapping[str, str] | None = None) -> str:
+    """`levels` is the run's `confidence_levels` (the defaults when not given)."""
     if metric in METRIC_LABELS:
-        return METRIC_LABELS[metric].format(**confidence_levels(params))
+        return METRIC_LABELS[metric].format(**(levels or confidence_levels(None)))
     return metric.replace("_", " ").capitalize()
 
 
@@ -1146,8 +1147,8 @@ def render_summary_html(inputs: ReportInputs, env: jinja2.Environment) -> Report
 
 
 def _metric_items(row: Mapping[str, Any], metrics: Iterable[str],
-                  params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    return [{"metric": m, "label": metric_label(m, params), "value": fmt_metric(row.get(m), m),
+                  levels: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"metric": m, "label": metric_label(m, levels), "value": fmt_metric(row.get(m), m),
              "text": isinstance(row.get(m), str)}  # a name, not a figure: it may wrap
             for m in metrics]
 
@@ -1286,9 +1287,10 @@ def entity_context(inputs: ReportInputs, entity_id: str,
 
     known = set(ENTITY_METRIC_COLUMNS)
     extra = sorted(c for c in inputs.entity_metrics.columns if c not in known)
-    groups = [{"title": t, "items": _metric_items(m, cols, inputs.parameters)} for t, cols in ENTITY_METRIC_GROUPS]
+    levels = confidence_levels(inputs.parameters)
+    groups = [{"title": t, "items": _metric_items(m, cols, levels)} for t, cols in ENTITY_METRIC_GROUPS]
     if extra:
-        groups.append({"title": "Other measures", "items": _metric_items(m, extra, inputs.parameters)})
+        groups.append({"title": "Other measures", "items": _metric_items(m, extra, levels)})
 
     by_metric = {r["metric"]: r for r in limits}
     oi_limit = by_metric.get("max_open_interest_share")
@@ -1306,7 +1308,7 @@ def entity_context(inputs: ReportInputs, entity_id: str,
                      for r in history):
         history = history + [m]
     charts = {
-        "backtest": (backtest_chart(own(inputs.backtest_series), confidence_levels(inputs.parameters)["var"])
+        "backtest": (backtest_chart(own(inputs.backtest_series), levels["var"])
                      if inputs.backtest_series is not None else None),
         "leverage": leverage_chart(
             [r for r in history if r], gross_limit["limit"] if gross_limit else None),
@@ -1321,7 +1323,7 @@ def entity_context(inputs: ReportInputs, entity_id: str,
         m={c: m.get(c) for c in ENTITY_METRIC_COLUMNS},
         has_metrics=bool(m),
         metric_groups=groups,
-        var_items=_metric_items(m, VAR_BLOCK, inputs.parameters),
+        var_items=_metric_items(m, VAR_BLOCK, levels),
         limits=limits,
         exposures=exposures,
         exposures_rest=exposures_rest,
