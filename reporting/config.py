@@ -109,30 +109,32 @@ class Settings:
     templates_dir: Path = PROJECT_ROOT / "templates"
     expectations_dir: Path = PROJECT_ROOT / "expectations"
 
-    def check(self) -> "Settings":
-        if not 2 <= self.lookback <= 5000:
-            raise ConfigError(f"lookback must be between 2 and 5000 returns, got {self.lookback}")
-        for name in ("var_confidence", "es_confidence", "ewma_lambda"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ConfigError(
-                    f"{name} must be a fraction strictly between 0 and 1, got {value!r} "
-                    "(write 0.99, not 99)"
-                )
-        if self.entity_reports_max < 0 or self.render_workers < 0:
-            raise ConfigError("entity_reports_max and render_workers must not be negative")
-        if self.measure_shard_entities < 0:
-            raise ConfigError(f"measure_shard_entities must be 0 (no shards) or positive, got {self.measure_shard_entities}")
-        if self.dask_shard_entities < 1:
-            raise ConfigError(f"dask_shard_entities must be positive, got {self.dask_shard_entities}")
-        if self.leverage_history_days < 92:
-            raise ConfigError("leverage_history_days must be at least 92 (a calendar quarter, for the "
-                              f"C 48 table), got {self.leverage_history_days}")
-        if self.backtest_days < 1:
-            raise ConfigError(f"backtest_days must be positive, got {self.backtest_days}")
-        if self.horizon_days < 1:
-            raise ConfigError(f"horizon_days must be at least 1 (the multi-day VaR's horizon), got {self.horizon_days}")
+    def check(self, sources: Mapping[str, str] | None = None) -> "Settings":
+        """Refuse out-of-range settings; ``sources`` (setting -> where its value was read)
+        lets the message say which file or variable to fix."""
+        for name, ok, rule in self._rules():
+            if not ok:
+                where = (sources or {}).get(name)
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}"
+                                  + (f" ({where})" if where else ""))
         return self
+
+    def _rules(self) -> list[tuple[str, bool, str]]:
+        fraction = "a fraction strictly between 0 and 1 (write 0.99, not 99)"
+        return [
+            ("lookback", 2 <= self.lookback <= 5000, "between 2 and 5000 returns"),
+            ("var_confidence", 0.0 < self.var_confidence < 1.0, fraction),
+            ("es_confidence", 0.0 < self.es_confidence < 1.0, fraction),
+            ("ewma_lambda", 0.0 < self.ewma_lambda < 1.0, fraction),
+            ("entity_reports_max", self.entity_reports_max >= 0, "0 or more"),
+            ("render_workers", self.render_workers >= 0, "0 (one per CPU) or more"),
+            ("measure_shard_entities", self.measure_shard_entities >= 0, "0 (no shards) or positive"),
+            ("dask_shard_entities", self.dask_shard_entities >= 1, "positive"),
+            ("leverage_history_days", self.leverage_history_days >= 92,
+             "at least 92 (a calendar quarter, for the C 48 table)"),
+            ("backtest_days", self.backtest_days >= 1, "positive"),
+            ("horizon_days", self.horizon_days >= 1, "at least 1 (the multi-day VaR's horizon)"),
+        ]
 
     def parameters(self) -> dict[str, Any]:
         """The settings that shape the numbers, for the manifest and the report."""
@@ -199,6 +201,7 @@ def load_settings(
     """Build the settings: defaults < config file < environment < explicit overrides."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     path = config_file or (Path(environ["LEVTRACK_CONFIG"]) if "LEVTRACK_CONFIG" in environ else None)
     if path is None and Path("levtrack.toml").is_file():
         path = Path("levtrack.toml")
@@ -211,11 +214,15 @@ def load_settings(
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"config file {path}: unknown settings {unknown}")
-        values.update({k: _coerce(k, v, f"config file {path}") for k, v in data.items()})
+        for k, v in data.items():
+            sources[k] = f"config file {path}"
+            values[k] = _coerce(k, v, sources[k])
     for var, name in ENV_VARS.items():
         if environ.get(var):
-            values[name] = _coerce(name, environ[var], f"environment variable {var}")
+            sources[name] = f"environment variable {var}"
+            values[name] = _coerce(name, environ[var], sources[name])
     for k, v in (overrides or {}).items():
         if v is not None:
-            values[k] = _coerce(k, v)
-    return replace(Settings(), **values).check()
+            sources[k] = "command-line flag or flow parameter"
+            values[k] = _coerce(k, v, sources[k])
+    return replace(Settings(), **values).check(sources)

@@ -194,6 +194,14 @@ def test_whole_number_settings_are_not_cut_and_the_horizon_is_checked(tmp_path):
     assert load_settings(config_file=config, environ={}).lookback == 300
     with pytest.raises(ConfigError, match="horizon_days must be at least 1"):
         Settings(horizon_days=0).check()
+    # An out-of-range value names where it was read, as an unreadable one does.
+    config.write_text("horizon_days = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"horizon_days must be at least 1 .*, got 0 \(config file .*levtrack.toml\)$"):
+        load_settings(config_file=config, environ={})
+    with pytest.raises(ConfigError, match=r"var_confidence must be a fraction .*, got 99.0 \(environment variable LEVTRACK_VAR_CONFIDENCE\)$"):
+        load_settings(config_file=config, environ={"LEVTRACK_VAR_CONFIDENCE": "99"})
+    with pytest.raises(ConfigError, match=r"lookback must be between 2 and 5000 returns, got 1 \(command-line flag or flow parameter\)$"):
+        load_settings({"lookback": 1}, environ={"LEVTRACK_LOOKBACK": "300"})
 
 
 def test_every_setting_has_its_environment_variable():
