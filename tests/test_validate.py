@@ -146,6 +146,12 @@ def test_results_table_shape(clean_report):
     assert res.select("table", "description").is_duplicated().sum() == 0
 
 
+def test_spot_tiers_are_accepted(settings):
+    """A venue's tiers for spot borrowings (methodology, Margin) are valid reference data."""
+    report = run(settings, drop(margin_tiers=CLEAN["margin_tiers"] + [("binance", "spot", 0.0, 0.2, 0.1)]))
+    assert report.ok, report.failure_messages()
+
+
 def test_book_without_derivatives_passes(settings):
     tables = drop(positions=[], instruments=[], marks=[])
     report = run(settings, tables)
@@ -240,6 +246,12 @@ CASES = {
     "no margin tiers for a held venue/type": (
         {"margin_tiers": CLEAN["margin_tiers"][:3]},
         {("positions", "every held (venue, instrument_type) must have margin tiers"): [3]},
+    ),
+    "tiers for an unknown instrument type": (
+        {"margin_tiers": edit("margin_tiers", 2, instrument_type="swap")},
+        {("margin_tiers", "instrument_type must be one of perpetual, future, option, spot "
+                          "(spot: tiers for spot borrowings)"): [3],
+         ("positions", "every held (venue, instrument_type) must have margin tiers"): [2]},
     ),
     "tiers not starting at 0": (
         {"margin_tiers": edit("margin_tiers", 2, notional_floor_usd=5000.0)},

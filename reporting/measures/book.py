@@ -23,7 +23,7 @@ from ..timing import timed
 from .backtest import backtest
 from .cascade import liquidation_cascades
 from .exposure import build_lines, entity_exposure, exposure_by_underlying, open_interest_share
-from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit
+from .limits import exposure_reduction, limit_utilization, max_leverage_for_var_limit, with_contract_limits
 from .margin import TierTable, account_margin, margined_lines
 from .stress import build_scenarios, stress_results, worst_stress
 from .var import (
@@ -423,6 +423,7 @@ def apply_limits(results: MeasureResults, limits: pl.DataFrame, previous: pl.Dat
                  settings: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Limit utilization, then the exposure reduction it implies, folded into entity metrics."""
     metrics = results.entity_metrics
+    limits = with_contract_limits(limits, settings.leverage_ratio_floor_pct, settings.crypto_exposure_limit_pct)
     insolvent = metrics.select(
         "entity_id", "tier1_not_positive",
         insolvent=(pl.col("equity_usd") <= 0) | (pl.col("accounts_under_water") > 0),

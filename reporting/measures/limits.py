@@ -1,6 +1,10 @@
 """Limit utilization, status and breach streaks.
 
 * Entity-specific limits override the `*` default for the same metric.
+* Two limits apply even where the `limits` table is silent (data contract section 2):
+  the Basel leverage-ratio floor (`leverage_ratio_pct` ≥ 3 %) and the SCO60 crypto
+  limit (`crypto_exposure_pct_tier1` ≤ 1 %), at the configured values, as `*` rows
+  the table's own `*` row for the metric replaces (`with_contract_limits`).
 * Utilization: `max` limits value / limit; `min` limits limit / value (so > 1 is
   always on the wrong side). Status: `breach` when utilization > 1, `warning` when
   ≥ `warn_at`, else `ok`.
@@ -45,6 +49,26 @@ LIMIT_SCHEMA = {
     "limit": pl.Float64, "kind": pl.String, "warn_at": pl.Float64, "utilization": pl.Float64,
     "status": pl.String, "prev_utilization": pl.Float64, "days_in_breach": pl.Int64,
 }
+
+
+def with_contract_limits(limits: pl.DataFrame, leverage_ratio_floor_pct: float,
+                         crypto_exposure_limit_pct: float) -> pl.DataFrame:
+    """`limits` with the contract's default limits added as `*` rows for the metrics the
+    table has no `*` row for: a reference file that leaves them out must not switch off
+    the regulatory floor and the crypto capital check. An entity's own row overrides them
+    as it overrides any `*` row; a `*` row in the table replaces them."""
+    defaults = pl.DataFrame({
+        "entity_id": ["*", "*"], "metric": ["leverage_ratio_pct", TIER1_CHECK],
+        "limit": [float(leverage_ratio_floor_pct), float(crypto_exposure_limit_pct)],
+        "kind": ["min", "max"], "warn_at": [None, None],
+    }, schema={"entity_id": pl.String, "metric": pl.String, "limit": pl.Float64, "kind": pl.String,
+               "warn_at": pl.Float64})
+    stated = limits.filter(pl.col("entity_id") == "*")["metric"].to_list()
+    missing = defaults.filter(~pl.col("metric").is_in(stated))
+    if missing.is_empty():
+        return limits
+    return pl.concat([limits, missing.select(c for c in missing.columns if c in limits.columns)],
+                     how="diagonal_relaxed")
 
 
 def resolve_limits(limits: pl.DataFrame, entity_ids: list[str], default_warn_at: float) -> pl.DataFrame:

@@ -98,3 +98,33 @@ def test_undefined_crypto_check_breaches_only_when_tier1_is_not_positive():
     # without the column every undefined crypto check is not applicable
     u = limit_utilization(m, limits, INSOLVENT, None, 0.8)
     assert u.filter(pl.col("metric") == "crypto_exposure_pct_tier1")["status"].to_list() == ["breach", "ok", "ok"]
+
+
+def test_contract_limits_apply_where_the_table_is_silent():
+    """Contract section 2: the 3 % leverage-ratio floor and the 1 % crypto limit are
+    defaults. A limits file without them still checks them; a `*` row replaces them and
+    an entity's own row overrides them."""
+    from reporting.measures.limits import with_contract_limits
+
+    m = metrics(gross_leverage=[1.0, 1.0, 1.0], leverage_ratio_pct=[2.0, 3.6, 50.0],
+                crypto_exposure_pct_tier1=[0.5, 1.2, None])
+    solvent = INSOLVENT.with_columns(insolvent=pl.lit(False), tier1_not_positive=pl.Series([False, False, True]))
+    only_gross = LIMITS.filter(pl.col("metric") == "gross_leverage")
+    u = limit_utilization(m, with_contract_limits(only_gross, 3.0, 1.0), solvent, None, 0.8)
+    got = {(x["entity_id"], x["metric"]): (x["limit"], x["kind"], x["status"]) for x in u.iter_rows(named=True)}
+    assert got[("A", "leverage_ratio_pct")] == (3.0, "min", "breach")  # 2 % < 3 %
+    assert got[("B", "leverage_ratio_pct")] == (3.0, "min", "warning")  # 3 / 3.6 = 0.83 ≥ 0.8
+    assert got[("C", "leverage_ratio_pct")] == (3.0, "min", "ok")  # 3 / 50 = 0.06
+    assert got[("A", "crypto_exposure_pct_tier1")] == (1.0, "max", "ok")  # 0.5 / 1 = 0.5
+    assert got[("B", "crypto_exposure_pct_tier1")] == (1.0, "max", "breach")  # 1.2 % > 1 %
+    assert got[("C", "crypto_exposure_pct_tier1")] == (1.0, "max", "breach")  # Tier 1 ≤ 0
+    # the table's own `*` row for a metric replaces the default; an entity's row overrides both
+    own = pl.concat([only_gross, pl.DataFrame({
+        "entity_id": ["*", "B"], "metric": ["crypto_exposure_pct_tier1", "leverage_ratio_pct"],
+        "limit": [2.0, 4.0], "kind": ["max", "min"], "warn_at": [None, 0.9]})])
+    r = resolve_limits(with_contract_limits(own, 3.0, 1.0), ["A", "B"], 0.8)
+    limits = {(x["entity_id"], x["metric"]): x["limit"] for x in r.iter_rows(named=True)}
+    assert limits == {("A", "gross_leverage"): 3.0, ("B", "gross_leverage"): 5.0,
+                      ("A", "crypto_exposure_pct_tier1"): 2.0, ("B", "crypto_exposure_pct_tier1"): 2.0,
+                      ("A", "leverage_ratio_pct"): 3.0, ("B", "leverage_ratio_pct"): 4.0}
+    assert with_contract_limits(LIMITS.vstack(own.filter(pl.col("entity_id") == "*")[1:]), 3.0, 1.0).height == 4

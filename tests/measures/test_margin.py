@@ -93,6 +93,27 @@ def test_tiny_book_margin_and_liquidation_distance(tiny_book):
     assert b["initial_margin_usd"] == pytest.approx(10.0)
 
 
+def test_spot_borrowing_is_margined_where_the_venue_has_spot_tiers(tiny_book):
+    book = dict(tiny_book)
+    book["margin_tiers"] = tiny_book["margin_tiers"].vstack(pl.DataFrame({
+        "venue": ["X"], "instrument_type": ["spot"], "notional_floor_usd": [0.0],
+        "initial_margin_rate": [0.2], "maintenance_margin_rate": [0.1]}))
+    settings = Settings()
+    lines = build_lines(book, BUSINESS_DATE, settings)
+    acc = account_margin(lines, TierTable.from_frame(book["margin_tiers"]), settings)
+    a = acc.filter(pl.col("entity_id") == "A").row(0, named=True)
+    # The perp as above (IM 2,640, MM 1,320) plus the 50,000 USD borrowed: IM 20 %, MM 10 %.
+    assert a["initial_margin_usd"] == pytest.approx(2_640 + 10_000)
+    assert a["maintenance_margin_usd"] == pytest.approx(1_320 + 5_000)
+    assert a["margin_utilization"] == pytest.approx(6_320 / 43_000)
+    # Move s: equity 43,000 + 273,000 s; MM 0.01 × 182,000 (1 + s) − 500 + 5,000 (a cash
+    # borrowing's notional does not move): 271,180 s = 6,320 − 43,000.
+    assert a["liquidation_distance"] == pytest.approx(36_680 / 271_180, abs=1e-9)
+    # long spot (B's ETH and USDT) is never margined
+    b = acc.filter(pl.col("entity_id") == "B").row(0, named=True)
+    assert b["maintenance_margin_usd"] == pytest.approx(5.0)
+
+
 def test_liquidation_distance_of_a_short_book_moves_up(tiny_book):
     book = dict(tiny_book)
     book["positions"] = tiny_book["positions"].with_columns(
