@@ -89,6 +89,10 @@ class Settings:
     report shows (leverage chart, C 48 table) and attaches (`entity_metrics_history.csv`).
     At least 92, so the C 48 table's quarter is always inside. A window, not the whole lake,
     so the reports' inputs stay the same size however many years of runs the lake holds."""
+    limit_history_days: int = 14
+    """Calendar days before the business date searched for an entity's previous limit rows
+    (`prev_utilization`, `days_in_breach`): an entity missing for longer starts a new
+    breach streak. A window, so a run reads the same rows however many years the lake holds."""
     report_entities: tuple[str, ...] = ()
     """Entities whose report is rendered every day, whatever their status."""
     render_workers: int = 0
@@ -130,6 +134,7 @@ class Settings:
             ("render_workers", self.render_workers >= 0, "0 (one per CPU) or more"),
             ("measure_shard_entities", self.measure_shard_entities >= 0, "0 (no shards) or positive"),
             ("dask_shard_entities", self.dask_shard_entities >= 1, "positive"),
+            ("limit_history_days", self.limit_history_days >= 1, "at least 1"),
             ("leverage_history_days", self.leverage_history_days >= 92,
              "at least 92 (a calendar quarter, for the C 48 table)"),
             ("backtest_days", self.backtest_days >= 1, "positive"),

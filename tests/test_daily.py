@@ -171,6 +171,42 @@ def test_report_history_is_the_window_of_calendar_days_and_the_columns_the_repor
     assert sorted(set(history["business_date"].to_list())) == earlier + [d]
 
 
+def test_breach_streaks_continue_from_the_limit_rows_of_a_bounded_window(tmp_path):
+    """`prev_utilization` and `days_in_breach` continue from each entity's latest limit row
+    in the `limit_history_days` calendar days before the date (14 by default): A skipped
+    two days and keeps its streak; B's last row is 15 days old, so its streak starts again;
+    the rows older than the window are never read."""
+    import polars as pl
+
+    from reporting import lake
+    from reporting.config import Settings
+    from reporting.daily import previous_utilization
+    from reporting.measures.limits import limit_utilization
+
+    d = date(2026, 11, 24)
+
+    def rows(day, entity, utilization, days):
+        return pl.DataFrame({"business_date": [day], "entity_id": [entity], "metric": ["gross_leverage"],
+                             "value": [utilization * 5], "limit": [5.0], "kind": ["max"], "warn_at": [0.8],
+                             "utilization": [utilization], "status": ["breach"], "prev_utilization": [None],
+                             "days_in_breach": [days]})
+    lake.write_partition(tmp_path, "limit_utilization", date(2026, 11, 9), rows(date(2026, 11, 9), "B", 1.5, 40))
+    lake.write_partition(tmp_path, "limit_utilization", date(2026, 11, 10), rows(date(2026, 11, 10), "A", 1.1, 6))
+    lake.write_partition(tmp_path, "limit_utilization", date(2026, 11, 21), rows(date(2026, 11, 21), "A", 1.2, 7))
+    previous = previous_utilization(Settings(lake=tmp_path), d)
+    assert previous.select("business_date", "entity_id", "days_in_breach").rows() == [
+        (date(2026, 11, 10), "A", 6), (date(2026, 11, 21), "A", 7)]  # 2026-11-10 is the window's first day
+    today = pl.DataFrame({"business_date": [d, d], "entity_id": ["A", "B"], "gross_leverage": [6.5, 7.0]})
+    limits = pl.DataFrame({"entity_id": ["*"], "metric": ["gross_leverage"], "limit": [5.0], "kind": ["max"],
+                           "warn_at": [0.8]})
+    solvent = pl.DataFrame({"entity_id": ["A", "B"], "insolvent": [False, False]})
+    got = {r["entity_id"]: r for r in limit_utilization(today, limits, solvent, previous, 0.8).iter_rows(named=True)}
+    assert (got["A"]["prev_utilization"], got["A"]["days_in_breach"]) == (1.2, 8)
+    assert (got["B"]["prev_utilization"], got["B"]["days_in_breach"]) == (None, 1)
+    wider = previous_utilization(Settings(lake=tmp_path, limit_history_days=15), d)
+    assert sorted(wider["entity_id"].to_list()) == ["A", "A", "B"]
+
+
 def test_report_history_window_must_hold_a_quarter():
     import pytest
 

@@ -14,9 +14,10 @@
   crypto capital check is the exception: its value is undefined when Tier 1 capital
   is not given (it does not apply: `ok`, whatever the equity) or is zero or negative
   (`breach`).
-* `prev_utilization` and `days_in_breach` come from the latest earlier business
-  date in the lake's `limit_utilization`; the streak counts consecutive reported
-  dates in breach, today included.
+* `prev_utilization` and `days_in_breach` continue from the entity's latest earlier
+  row for the metric in `previous` (the daily run passes the rows of the
+  `limit_history_days` calendar days before the date); the streak counts consecutive
+  reported dates in breach, today included.
 """
 
 from __future__ import annotations
