@@ -21,7 +21,10 @@ import polars as pl
 from . import archive, commit, lake
 from .config import Settings
 from .errors import DropNotReady, InputError
-from .ingest import ROW, LoadedTables, SizeLimits, drop_folder, folder_files, merge_history, read_drop, read_reference
+from .ingest import (
+    ROW, LoadedTables, SizeLimits, drop_folder, folder_files, history_to_store, merge_history, read_drop,
+    read_reference,
+)
 from .measures.book import Book, MeasureResults, apply_limits, measure_book, value_book
 from .measures.limits import undefined_breach_reason
 from .schemas import DROP_TABLES
@@ -46,6 +49,8 @@ class DailyInputs:
     history: pl.DataFrame
     history_changes: list[dict[str, Any]] = field(default_factory=list)
     """Warnings on the drop's price_history against the lake's (`validate.history_changes`)."""
+    history_rows: pl.DataFrame | None = None
+    """The date's `price_history` partition: its new and restated closes (`ingest.history_to_store`)."""
 
     @property
     def tables(self) -> dict[str, pl.DataFrame]:
@@ -81,7 +86,8 @@ def load_inputs(settings: Settings, business_date: date) -> DailyInputs:
     # against the lake as it was before this date: a re-run of the date sees what its first run saw
     earlier = None if stored is None else stored.filter(pl.col("business_date") < business_date)
     changes = history_changes(earlier, drop.tables.get("price_history"), business_date)
-    return DailyInputs(business_date, drop, reference, history, changes)
+    rows = history_to_store(earlier, drop.tables.get("price_history"), drop.tables["asset_prices"], business_date)
+    return DailyInputs(business_date, drop, reference, history, changes, rows)
 
 
 def validate_inputs(inputs: DailyInputs, settings: Settings) -> ValidationReport:
@@ -286,7 +292,6 @@ def render_entity_shard(report: ReportInputs, entity_ids: list[str], staging: Pa
 
 def output_tables(inputs: DailyInputs, results: DailyResults, validation: ValidationReport) -> dict[str, pl.DataFrame]:
     """Every lake table this run writes for its business date."""
-    d = inputs.business_date
     out: dict[str, pl.DataFrame] = {}
     for name, frame in inputs.drop.raw.items():
         out[RAW_PREFIX + name] = frame
@@ -296,12 +301,7 @@ def output_tables(inputs: DailyInputs, results: DailyResults, validation: Valida
     for name, frame in inputs.drop.tables.items():
         if name != "price_history":
             out[name] = frame.drop(ROW)
-    new_history = inputs.drop.tables.get("price_history")
-    today = inputs.drop.tables["asset_prices"].select(
-        pl.lit(d).alias("date"), "asset", pl.col("price_usd").alias("close_usd"))
-    out["price_history"] = pl.concat(
-        ([new_history.drop(ROW)] if new_history is not None else []) + [today]
-    ).unique(subset=["date", "asset"], keep="last", maintain_order=True)
+    out["price_history"] = inputs.history_rows
     m = results.measures
     out.update({
         "entity_metrics": results.entity_metrics,

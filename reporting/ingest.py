@@ -364,6 +364,27 @@ def read_reference(reference: Path | str, limits: SizeLimits = SizeLimits()) -> 
         return _load(local, REFERENCE_TABLES, limits=limits, shown=str(reference))
 
 
+def history_to_store(earlier: pl.DataFrame | None, drop: pl.DataFrame | None, asset_prices: pl.DataFrame,
+                     business_date: date) -> pl.DataFrame:
+    """The rows a date adds to the lake's `price_history`: the drop's file, then today's
+    closes (which win), less the closes the lake held before this date (`earlier`, its
+    partitions before the date) with exactly the same value. A feed that sends its whole
+    look-back every day then stores each close once and each restatement when it comes:
+    the history every run reads grows by a day's closes a day, not by a look-back."""
+    cols = list(PRICE_HISTORY.columns)
+    parts = [drop.select(cols)] if drop is not None and not drop.is_empty() else []
+    parts.append(asset_prices.select(pl.lit(business_date).alias("date"), "asset", pl.col("price_usd").alias("close_usd")))
+    rows = (pl.concat([p.cast(PRICE_HISTORY.columns) for p in parts])
+            .unique(subset=["date", "asset"], keep="last", maintain_order=True))
+    if earlier is None or earlier.is_empty():
+        return rows
+    held = (earlier.sort("business_date", maintain_order=True).select("date", "asset", _held="close_usd")
+            .unique(subset=["date", "asset"], keep="last", maintain_order=True))
+    return (rows.join(held, on=["date", "asset"], how="left", maintain_order="left")
+            .filter(pl.col("_held").is_null() | (pl.col("_held") != pl.col("close_usd")))
+            .drop("_held"))
+
+
 def merge_history(stored: pl.DataFrame | None, drop: pl.DataFrame | None, asset_prices: pl.DataFrame,
                   business_date: date) -> pl.DataFrame:
     """The price history as of `business_date`: the lake's, the drop's file, then today's closes.
