@@ -81,10 +81,10 @@ def load_inputs(settings: Settings, business_date: date) -> DailyInputs:
     drop = read_drop(settings.inbox, business_date, limits)
     reference = read_reference(settings.reference, limits)
     commit.crash_point("ingest")
-    stored = lake.read_table(settings.lake, "price_history", up_to=business_date)
-    history = merge_history(stored, drop.tables.get("price_history"), drop.tables["asset_prices"], business_date)
-    # against the lake as it was before this date: a re-run of the date sees what its first run saw
-    earlier = None if stored is None else stored.filter(pl.col("business_date") < business_date)
+    # The lake as it was before this date, never the date's own partition, which this run
+    # replaces: a re-run sees what the first run saw, less what that run's drop brought.
+    earlier = lake.read_table(settings.lake, "price_history", before=business_date)
+    history = merge_history(earlier, drop.tables.get("price_history"), drop.tables["asset_prices"], business_date)
     changes = history_changes(earlier, drop.tables.get("price_history"), business_date)
     rows = history_to_store(earlier, drop.tables.get("price_history"), drop.tables["asset_prices"], business_date)
     return DailyInputs(business_date, drop, reference, history, changes, rows)

@@ -366,8 +366,8 @@ def read_reference(reference: Path | str, limits: SizeLimits = SizeLimits()) -> 
 
 def history_to_store(earlier: pl.DataFrame | None, drop: pl.DataFrame | None, asset_prices: pl.DataFrame,
                      business_date: date) -> pl.DataFrame:
-    """The rows a date adds to the lake's `price_history`: the drop's file, then today's
-    closes (which win), less the closes the lake held before this date (`earlier`, its
+    """The rows a date adds to the lake's `price_history`: the drop's file up to the date,
+    then today's closes (which win), less the closes the lake held before this date (`earlier`, its
     partitions before the date) with exactly the same value. A feed that sends its whole
     look-back every day then stores each close once and each restatement when it comes:
     the history every run reads grows by a day's closes a day, not by a look-back."""
@@ -375,6 +375,7 @@ def history_to_store(earlier: pl.DataFrame | None, drop: pl.DataFrame | None, as
     parts = [drop.select(cols)] if drop is not None and not drop.is_empty() else []
     parts.append(asset_prices.select(pl.lit(business_date).alias("date"), "asset", pl.col("price_usd").alias("close_usd")))
     rows = (pl.concat([p.cast(PRICE_HISTORY.columns) for p in parts])
+            .filter(pl.col("date") <= business_date)  # later rows are not history yet: ignored, as the warning says
             .unique(subset=["date", "asset"], keep="last", maintain_order=True))
     if earlier is None or earlier.is_empty():
         return rows

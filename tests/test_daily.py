@@ -1,6 +1,6 @@
 """Small pieces of the daily steps that need no Prefect."""
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from reporting.daily import previous_business_date
@@ -205,6 +205,35 @@ def test_breach_streaks_continue_from_the_limit_rows_of_a_bounded_window(tmp_pat
     assert (got["B"]["prev_utilization"], got["B"]["days_in_breach"]) == (None, 1)
     wider = previous_utilization(Settings(lake=tmp_path, limit_history_days=15), d)
     assert sorted(wider["entity_id"].to_list()) == ["A", "A", "B"]
+
+
+def test_a_rerun_reads_the_lake_before_its_date_not_the_partition_it_replaces(tmp_path):
+    """A first run of the date stored a restated close (its drop's history file); the re-run's
+    drop has no history file, so the restatement is gone from the lake once the re-run
+    replaces the date's partition, and the re-run's VaR must not use it either."""
+    import polars as pl
+
+    from reporting import daily, lake
+    from reporting.config import load_settings
+    from reporting.sample import DEFAULT_BUSINESS_DATE as D, write_sample_book
+
+    def settings(book):
+        return load_settings({"inbox": book.inbox, "reference": book.reference, "lake": tmp_path / "lake",
+                              "archive": tmp_path / "archive"}, environ={})
+    # the lake before the date: the sample's seeded history, stored by a run of the day before
+    seeded = daily.load_inputs(settings(write_sample_book(tmp_path / "seed")), D).history.filter(pl.col("date") < D)
+    lake.write_partition(tmp_path / "lake", "price_history", D - timedelta(days=1),
+                         seeded.with_columns(business_date=pl.lit(D - timedelta(days=1))))
+    day = D - timedelta(days=3)
+    btc = seeded.filter((pl.col("date") == day) & (pl.col("asset") == "BTC"))["close_usd"].item()
+    # the date's partition as a first run with a restating history file left it
+    lake.write_partition(tmp_path / "lake", "price_history", D, pl.DataFrame(
+        {"date": [day], "asset": ["BTC"], "close_usd": [btc * 0.5], "business_date": [D]}))
+    book = write_sample_book(tmp_path / "book")
+    (book.inbox / D.isoformat() / "price_history.csv").unlink()
+    rerun = daily.load_inputs(settings(book), D)
+    assert rerun.history.filter((pl.col("date") == day) & (pl.col("asset") == "BTC"))["close_usd"].item() == btc
+    assert rerun.history_rows["date"].unique().to_list() == [D]  # only today's closes are new
 
 
 def test_report_history_window_must_hold_a_quarter():

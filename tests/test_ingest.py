@@ -167,19 +167,21 @@ def test_history_merge_later_sources_win():
 def test_a_date_stores_only_the_closes_it_adds_or_restates():
     """A feed that resends its look-back every day: the date's partition keeps the closes the
     lake lacks or holds with another value (the latest ingested one, here the 23rd's
-    restatement of the 21st), and today's; merged, the lake's history is the same."""
+    restatement of the 21st), and today's, never a close dated after the date; merged, the
+    lake's history is the same."""
     from reporting.ingest import history_to_store
 
     d, D = date(2026, 11, 24), (lambda day: date(2026, 11, day))
     earlier = pl.DataFrame({"date": [D(21), D(22), D(23), D(21)], "asset": ["BTC"] * 4,
                             "close_usd": [100.0, 101.0, 102.0, 99.0],
                             "business_date": [D(22), D(22), D(23), D(23)]})
-    drop = pl.DataFrame({"date": [D(21), D(22), D(23), D(20)], "asset": ["BTC"] * 4,
-                         "close_usd": [99.0, 101.0, 103.0, 98.0]}, schema=PRICE_HISTORY.columns)
+    drop = pl.DataFrame({"date": [D(21), D(22), D(23), D(20), D(26)], "asset": ["BTC"] * 5,
+                         "close_usd": [99.0, 101.0, 103.0, 98.0, 1.0]}, schema=PRICE_HISTORY.columns)
     prices = pl.DataFrame({"asset": ["BTC"], "price_usd": [104.0]})
     rows = history_to_store(earlier, drop, prices, d)
     assert rows.rows() == [(D(23), "BTC", 103.0), (D(20), "BTC", 98.0), (d, "BTC", 104.0)]
-    assert history_to_store(None, drop, prices, d).height == 5  # a first run keeps every row
+    # a first run keeps every row up to the date; the 26th is not history yet (ignored, with a warning)
+    assert history_to_store(None, drop, prices, d)["date"].to_list() == [D(21), D(22), D(23), D(20), d]
     stored = pl.concat([earlier, rows.with_columns(business_date=pl.lit(d))])
     assert merge_history(stored, None, prices, d).equals(merge_history(earlier, drop, prices, d))
 
