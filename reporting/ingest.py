@@ -371,17 +371,11 @@ def history_to_store(earlier: pl.DataFrame | None, drop: pl.DataFrame | None, as
     partitions before the date) with exactly the same value. A feed that sends its whole
     look-back every day then stores each close once and each restatement when it comes:
     the history every run reads grows by a day's closes a day, not by a look-back."""
-    cols = list(PRICE_HISTORY.columns)
-    parts = [drop.select(cols)] if drop is not None and not drop.is_empty() else []
-    parts.append(asset_prices.select(pl.lit(business_date).alias("date"), "asset", pl.col("price_usd").alias("close_usd")))
-    rows = (pl.concat([p.cast(PRICE_HISTORY.columns) for p in parts])
-            .filter(pl.col("date") <= business_date)  # later rows are not history yet: ignored, as the warning says
-            .unique(subset=["date", "asset"], keep="last", maintain_order=True))
+    rows = _latest_closes([drop, _todays_closes(asset_prices, business_date)], business_date)
     if earlier is None or earlier.is_empty():
         return rows
-    held = (earlier.sort("business_date", maintain_order=True).select("date", "asset", _held="close_usd")
-            .unique(subset=["date", "asset"], keep="last", maintain_order=True))
-    return (rows.join(held, on=["date", "asset"], how="left", maintain_order="left")
+    held = _latest_closes([earlier.sort("business_date", maintain_order=True)], business_date)
+    return (rows.join(held.rename({"close_usd": "_held"}), on=["date", "asset"], how="left", maintain_order="left")
             .filter(pl.col("_held").is_null() | (pl.col("_held") != pl.col("close_usd")))
             .drop("_held"))
 
@@ -393,17 +387,18 @@ def merge_history(stored: pl.DataFrame | None, drop: pl.DataFrame | None, asset_
     Later sources win for the same (date, asset): today's `asset_prices` is the
     close of the business date.
     """
+    in_order = None if stored is None else stored.sort("business_date", maintain_order=True)
+    return _latest_closes([in_order, drop, _todays_closes(asset_prices, business_date)], business_date).sort("asset", "date")
+
+
+def _todays_closes(asset_prices: pl.DataFrame, business_date: date) -> pl.DataFrame:
+    return asset_prices.select(pl.lit(business_date).alias("date"), "asset", pl.col("price_usd").alias("close_usd"))
+
+
+def _latest_closes(sources: list[pl.DataFrame | None], business_date: date) -> pl.DataFrame:
+    """One close per (date, asset) up to the business date, a later source (and a later
+    row) winning; rows dated after it are not history yet."""
     cols = list(PRICE_HISTORY.columns)
-    parts = []
-    if stored is not None and not stored.is_empty():
-        parts.append(stored.sort("business_date").select(cols))
-    if drop is not None and not drop.is_empty():
-        parts.append(drop.select(cols))
-    parts.append(asset_prices.select(pl.lit(business_date).alias("date"), "asset",
-                                     pl.col("price_usd").alias("close_usd")))
-    merged = pl.concat([p.cast(PRICE_HISTORY.columns) for p in parts])
-    return (
-        merged.filter(pl.col("date") <= business_date)
-        .unique(subset=["date", "asset"], keep="last", maintain_order=True)
-        .sort("asset", "date")
-    )
+    parts = [src.select(cols).cast(PRICE_HISTORY.columns) for src in sources if src is not None]
+    return (pl.concat(parts).filter(pl.col("date") <= business_date)
+            .unique(subset=["date", "asset"], keep="last", maintain_order=True))
