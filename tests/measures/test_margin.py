@@ -75,11 +75,17 @@ def test_tiers_charge_like_tax_brackets(notional):
         assert got == pytest.approx(bracket_sum(notional, floors, rates))
 
 
-def test_tiny_book_margin_and_liquidation_distance(tiny_book):
+def accounts_by_entity(book: dict[str, pl.DataFrame]) -> dict[str, dict]:
+    """`account_margin` of a book whose entities each hold one account, by entity."""
     settings = Settings()
-    lines = build_lines(tiny_book, BUSINESS_DATE, settings)
-    acc = account_margin(lines, TierTable.from_frame(tiny_book["margin_tiers"]), settings)
-    a = acc.filter(pl.col("entity_id") == "A").row(0, named=True)
+    lines = build_lines(book, BUSINESS_DATE, settings)
+    acc = account_margin(lines, TierTable.from_frame(book["margin_tiers"]), settings)
+    return {r["entity_id"]: r for r in acc.iter_rows(named=True)}
+
+
+def test_tiny_book_margin_and_liquidation_distance(tiny_book):
+    acc = accounts_by_entity(tiny_book)
+    a = acc["A"]
     # Perp notional 182,000: IM 1 % of 100k + 2 % of 82k; MM 0.5 % of 100k + 1 % of 82k.
     assert a["initial_margin_usd"] == pytest.approx(1_000 + 1_640)
     assert a["maintenance_margin_usd"] == pytest.approx(500 + 820)
@@ -87,7 +93,7 @@ def test_tiny_book_margin_and_liquidation_distance(tiny_book):
     # Move s: equity 43,000 + 273,000 s; MM 0.01 × 182,000 (1 + s) − 500 (still in tier 2).
     s = (43_000 + 500 - 1_820) / (273_000 - 1_820)
     assert a["liquidation_distance"] == pytest.approx(s, abs=1e-9)
-    b = acc.filter(pl.col("entity_id") == "B").row(0, named=True)
+    b = acc["B"]
     # Long options carry no margin; the short inverse perp's face is 1,000 USD: MM 0.5 %.
     assert b["maintenance_margin_usd"] == pytest.approx(5.0)
     assert b["initial_margin_usd"] == pytest.approx(10.0)
@@ -98,10 +104,8 @@ def test_spot_borrowing_is_margined_where_the_venue_has_spot_tiers(tiny_book):
     book["margin_tiers"] = tiny_book["margin_tiers"].vstack(pl.DataFrame({
         "venue": ["X"], "instrument_type": ["spot"], "notional_floor_usd": [0.0],
         "initial_margin_rate": [0.2], "maintenance_margin_rate": [0.1]}))
-    settings = Settings()
-    lines = build_lines(book, BUSINESS_DATE, settings)
-    acc = account_margin(lines, TierTable.from_frame(book["margin_tiers"]), settings)
-    a = acc.filter(pl.col("entity_id") == "A").row(0, named=True)
+    acc = accounts_by_entity(book)
+    a = acc["A"]
     # The perp as above (IM 2,640, MM 1,320) plus the 50,000 USD borrowed: IM 20 %, MM 10 %.
     assert a["initial_margin_usd"] == pytest.approx(2_640 + 10_000)
     assert a["maintenance_margin_usd"] == pytest.approx(1_320 + 5_000)
@@ -110,8 +114,7 @@ def test_spot_borrowing_is_margined_where_the_venue_has_spot_tiers(tiny_book):
     # borrowing's notional does not move): 271,180 s = 6,320 − 43,000.
     assert a["liquidation_distance"] == pytest.approx(36_680 / 271_180, abs=1e-9)
     # long spot (B's ETH and USDT) is never margined
-    b = acc.filter(pl.col("entity_id") == "B").row(0, named=True)
-    assert b["maintenance_margin_usd"] == pytest.approx(5.0)
+    assert acc["B"]["maintenance_margin_usd"] == pytest.approx(5.0)
 
 
 def test_liquidation_distance_of_a_short_book_moves_up(tiny_book):
@@ -121,10 +124,7 @@ def test_liquidation_distance_of_a_short_book_moves_up(tiny_book):
     book["balances"] = tiny_book["balances"].filter(pl.col("entity_id") == "B").vstack(pl.DataFrame({
         "business_date": [BUSINESS_DATE], "entity_id": ["A"], "account_id": ["a1"], "venue": ["X"],
         "asset": ["USDT"], "amount": [30_000.0]}))
-    settings = Settings()
-    lines = build_lines(book, BUSINESS_DATE, settings)
-    a = account_margin(lines, TierTable.from_frame(book["margin_tiers"]), settings).filter(
-        pl.col("entity_id") == "A").row(0, named=True)
+    a = accounts_by_entity(book)["A"]
     # equity(s) = 30,000 − 3·(91,000 − 90,000) − 273,000 s; MM = 0.01·273,000(1+s) − 500.
     s = (30_000 - 3_000 - 2_730 + 500) / (273_000 + 2_730)
     assert a["liquidation_distance"] == pytest.approx(s, abs=1e-9)
